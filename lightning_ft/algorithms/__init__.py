@@ -1,0 +1,6 @@
+"""Training algorithms, one LightningModule each."""
+
+from lightning_ft.algorithms.base import FineTuneModule
+from lightning_ft.algorithms.sft import SFT
+
+__all__ = ["SFT", "FineTuneModule"]

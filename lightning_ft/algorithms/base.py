@@ -1,0 +1,94 @@
+"""`FineTuneModule`: what every training algorithm shares (model spec, model loading, optimiser, checkpoints)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from torch import nn
+from transformers import get_scheduler
+
+from lightning_ft.model.freeze import FreezePolicy
+from lightning_ft.model.spec import ModelSpec
+from lightning_ft.model.trainable import AdapterConfig, build_trainable_model, count_parameters
+
+ScheduleName = Literal["cosine", "linear", "constant"]
+
+
+class FineTuneModule(L.LightningModule):
+    """Base of the algorithms: loads the model in `configure_model`, builds optimiser and schedule, keeps checkpoints
+    to the trainable weights.
+
+    Args:
+        model: The model to fine-tune (path or hub id, GGUF file, dtype, attention, quantization, chat template).
+        peft: An adapter: a ``peft`` config (LoRA, DoRA, IA3, prefix/prompt tuning, LLaMA-Adapter, ...) or a
+            `BottleneckConfig`. ``None`` trains the full model (or what ``freeze`` leaves trainable).
+        freeze: Freeze-tuning: which decoder layers / modules of the full model train.
+        gradient_checkpointing: Recompute activations in backward to save memory.
+        optimizer: Optimiser class and arguments; weight decay skips biases and norm weights.
+        lr_scheduler: Learning-rate schedule after warmup.
+        warmup_steps: Linear warmup length in optimiser steps (or use ``warmup_ratio``).
+        warmup_ratio: Warmup as a fraction of all optimiser steps.
+    """
+
+    def __init__(
+        self,
+        model: ModelSpec,
+        peft: AdapterConfig | None = None,
+        freeze: FreezePolicy | None = None,
+        gradient_checkpointing: bool = False,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: ScheduleName = "cosine",
+        warmup_steps: int = 0,
+        warmup_ratio: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if warmup_steps and warmup_ratio:
+            raise ValueError("Set warmup_steps or warmup_ratio, not both.")
+        self.model_spec = model
+        self.peft = peft
+        self.freeze = freeze
+        self.gradient_checkpointing = gradient_checkpointing
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.warmup_steps = warmup_steps
+        self.warmup_ratio = warmup_ratio
+        self.tokenizer = model.load_tokenizer()
+        self.model: nn.Module | None = None
+        self.flops_per_batch: int | None = None
+        # Checkpoints hold only trainable weights; `on_load_checkpoint` checks that all of them are there.
+        self.strict_loading = False
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        self.model = build_trainable_model(self.model_spec, self.peft, self.freeze, self.gradient_checkpointing)
+        trainable, total = count_parameters(self.model)
+        self.print(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        decay, no_decay = [], []
+        for parameter in self.model.parameters():
+            if parameter.requires_grad:
+                (decay if parameter.ndim >= 2 else no_decay).append(parameter)
+        optimizer = self.optimizer([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        warmup = self.warmup_steps or int(self.warmup_ratio * total_steps)
+        scheduler = get_scheduler(self.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainable = self._trainable_state_keys()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.model is None:
+            return
+        missing = self._trainable_state_keys() - set(checkpoint["state_dict"])
+        if missing:
+            raise KeyError(f"The checkpoint lacks {len(missing)} trainable weights, e.g. {sorted(missing)[:3]}")
+
+    def _trainable_state_keys(self) -> set[str]:
+        return {f"model.{name}" for name, parameter in self.model.named_parameters() if parameter.requires_grad}

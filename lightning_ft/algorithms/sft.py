@@ -1,0 +1,94 @@
+"""`SFT`: supervised fine-tuning with a token-normalised cross-entropy."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torchmetrics import MeanMetric
+
+from lightning_ft.algorithms.base import FineTuneModule
+from lightning_ft.losses.sft import token_cross_entropy
+from lightning_ft.model.neftune import neftune_noise
+from lightning_ft.model.spec import ModelSpec
+
+SFTLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class SFT(FineTuneModule):
+    """Supervised fine-tuning on the trainable (assistant) tokens.
+
+    Loss normalisation: the loss of an optimiser step is the summed cross-entropy of its trained tokens divided by the
+    number of trained tokens of the *whole step*: every micro-batch of gradient accumulation on every device. Each
+    micro-batch backpropagates its token sum; just before the optimiser step (and before gradient clipping) the
+    gradients are rescaled by ``accumulate_grad_batches * world_size / step_tokens``, undoing Lightning's division by
+    the accumulation count and the strategy's averaging over devices. A step therefore equals one big batch with the
+    same tokens, which a mean of per-micro-batch means is not.
+
+    Args:
+        model: The model to fine-tune.
+        loss_fn: ``(logits, labels) -> (loss_sum, num_trainable_tokens)``; see `token_cross_entropy`.
+        neftune_noise_alpha: NEFTune noise scale on input embeddings while training; ``None`` disables it.
+        **kwargs: `FineTuneModule` arguments (peft, freeze, optimizer, schedule, ...).
+    """
+
+    def __init__(
+        self,
+        model: ModelSpec,
+        loss_fn: SFTLoss = token_cross_entropy,
+        neftune_noise_alpha: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model, **kwargs)
+        self.loss_fn = loss_fn
+        self.neftune_noise_alpha = neftune_noise_alpha
+        self.val_loss = MeanMetric()
+        self._step_loss_sum = torch.zeros(())
+        self._step_tokens = torch.zeros((), dtype=torch.long)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss_sum, num_tokens = self._step(batch)
+        self._step_loss_sum = self._step_loss_sum.to(loss_sum.device) + loss_sum.detach()
+        self._step_tokens = self._step_tokens.to(num_tokens.device) + num_tokens
+        return loss_sum
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        reduce = self.trainer.strategy.reduce
+        step_tokens = reduce(self._step_tokens.float(), reduce_op="sum")
+        step_loss_sum = reduce(self._step_loss_sum, reduce_op="sum")
+        scale = self.trainer.accumulate_grad_batches * self.trainer.world_size / step_tokens.clamp(min=1)
+        for group in optimizer.param_groups:
+            for parameter in group["params"]:
+                if parameter.grad is not None:
+                    parameter.grad.mul_(scale.to(parameter.grad.dtype))
+        self.log("train/loss", step_loss_sum / step_tokens.clamp(min=1), prog_bar=True, on_step=True)
+        self.log("train/trained_tokens", step_tokens, on_step=True)
+        self._step_loss_sum = torch.zeros_like(self._step_loss_sum)
+        self._step_tokens = torch.zeros_like(self._step_tokens)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss_sum, num_tokens = self._step(batch)
+        if num_tokens > 0:
+            self.val_loss.update(loss_sum / num_tokens, weight=num_tokens)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_loss.update_count == 0:
+            return
+        loss = self.val_loss.compute()
+        self.log("val/loss", loss, prog_bar=True)
+        self.log("val/ppl", torch.exp(loss) if loss < 50 else torch.tensor(math.inf))
+        self.val_loss.reset()
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        if self.training and self.neftune_noise_alpha:
+            embeddings = self.model.get_input_embeddings()(input_ids)
+            embeddings = neftune_noise(embeddings, attention_mask, self.neftune_noise_alpha)
+            output = self.model(inputs_embeds=embeddings, attention_mask=attention_mask, use_cache=False)
+        else:
+            output = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        # Prompt tuning prepends virtual tokens to the sequence: keep the positions of the real ones.
+        logits = output.logits[:, -input_ids.shape[1] :]
+        return self.loss_fn(logits, batch["labels"])

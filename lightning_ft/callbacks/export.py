@@ -1,0 +1,50 @@
+"""`HuggingFaceExport`: a Hugging Face export under the run directory at every checkpoint and at the end of training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+
+from lightning_ft.model.export import save_export
+
+
+class HuggingFaceExport(Callback):
+    """Writes the adapter (or full model) with its tokenizer and chat template to ``<log_dir>/<dirname>/``:
+    ``step-N`` beside every checkpoint and ``final`` when training ends.
+
+    Args:
+        dirname: Folder under the run's log directory.
+        on_checkpoint: Export whenever Lightning saves a checkpoint.
+        at_end: Export when training ends.
+    """
+
+    def __init__(self, dirname: str = "hf", on_checkpoint: bool = True, at_end: bool = True) -> None:
+        self.dirname = dirname
+        self.on_checkpoint = on_checkpoint
+        self.at_end = at_end
+        self.last_export: Path | None = None
+
+    def export_dir(self, trainer: L.Trainer) -> Path:
+        return Path(trainer.log_dir or trainer.default_root_dir) / self.dirname
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if self.on_checkpoint:
+            self._export(trainer, pl_module, f"step-{trainer.global_step}")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.at_end:
+            path = self._export(trainer, pl_module, "final")
+            if path is not None:
+                rank_zero_info(f"Exported the fine-tuned model to {path}")
+
+    def _export(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> Path | None:
+        if not trainer.is_global_zero:
+            return None
+        self.last_export = save_export(
+            pl_module.model, pl_module.tokenizer, pl_module.model_spec, self.export_dir(trainer) / name
+        )
+        return self.last_export

@@ -1,0 +1,107 @@
+"""The `lightning-ft` command: LightningCLI subcommands (fit, validate, ...) plus `export` and `chat`."""
+
+from __future__ import annotations
+
+import sys
+
+import lightning as L
+from jsonargparse import auto_cli
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from lightning_ft.algorithms.base import FineTuneModule
+from lightning_ft.callbacks import HuggingFaceExport, TokenRateProgressBar, TokenThroughputMonitor
+from lightning_ft.model.export import load_export, merge_export
+from lightning_ft.model.generation import generate_reply
+from lightning_ft.model.spec import DTypeName
+
+
+class FineTuneCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(HuggingFaceExport, "export")
+        parser.add_lightning_class_args(TokenThroughputMonitor, "throughput")
+        # The data module tokenizes with the model's tokenizer, chat template included.
+        parser.link_arguments("model", "data.init_args.tokenizer", compute_fn=_tokenizer_of, apply_on="instantiate")
+
+
+def _tokenizer_of(module: FineTuneModule):  # noqa: ANN202 - the return type would drag in transformers here
+    return module.tokenizer
+
+
+def export(adapter: str, output: str, dtype: DTypeName = "float32") -> None:
+    """Merge an adapter export into its base model and write a standalone Hugging Face model.
+
+    Args:
+        adapter: An export directory written during training (``.../hf/final``).
+        output: Where to write the merged model and tokenizer.
+        dtype: Dtype of the written weights.
+    """
+    path = merge_export(adapter, output, dtype=dtype)
+    print(f"Merged model written to {path}")
+
+
+def chat(
+    model: str,
+    prompt: str | None = None,
+    system: str | None = None,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    dtype: DTypeName = "float32",
+) -> None:
+    """Answer prompts with a fine-tuned model, rendered with the chat template it was trained with.
+
+    Args:
+        model: An export directory (adapter or full model) or any Hugging Face model directory.
+        prompt: A prompt to answer; without one, an interactive chat reads stdin.
+        system: System message.
+        max_new_tokens: Longest reply.
+        temperature: 0 decodes greedily; above 0 samples.
+        dtype: Dtype to load the weights in.
+    """
+    network, tokenizer = load_export(model, dtype=dtype)
+    opening = [{"role": "system", "content": system}] if system else []
+
+    def reply(messages: list[dict[str, str]]) -> str:
+        return generate_reply(network, tokenizer, messages, max_new_tokens=max_new_tokens, temperature=temperature)
+
+    if prompt:
+        print(reply([*opening, {"role": "user", "content": prompt}]))
+        return
+    history = list(opening)
+    print("Chat with the model; an empty line or Ctrl-D ends.")
+    while True:
+        try:
+            text = input("user: ").strip()
+        except EOFError:
+            break
+        if not text:
+            break
+        history.append({"role": "user", "content": text})
+        answer = reply(history)
+        history.append({"role": "assistant", "content": answer})
+        print(f"assistant: {answer}")
+
+
+EXTRA_COMMANDS = {"export": export, "chat": chat, "generate": chat}
+
+
+def main(args: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] in EXTRA_COMMANDS:
+        auto_cli(EXTRA_COMMANDS[argv[0]], args=argv[1:], as_positional=False)
+        return
+    FineTuneCLI(
+        FineTuneModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        trainer_defaults={
+            "callbacks": [TokenRateProgressBar(), LearningRateMonitor(logging_interval="step")],
+        },
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,6 @@
+"""Data: sources, record formats, chat-template tokenization with label masks, collators and data modules."""
+
+from lightning_ft.data.sft import ChatData, InstructionData, SFTData
+from lightning_ft.data.sources import DataError
+
+__all__ = ["ChatData", "DataError", "InstructionData", "SFTData"]

@@ -1,0 +1,111 @@
+"""Hugging Face exports: write what was trained (adapter or full model) with its tokenizer, load it back, merge.
+
+Every export directory holds ``lightning_ft.json``: what kind of export it is and the base model's `ModelSpec`, so
+``lightning-ft export`` and ``lightning-ft chat`` can rebuild the base (GGUF bases included) without the recipe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from peft import PeftModel
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from lightning_ft.model.bottleneck import has_bottleneck_adapters, load_bottleneck_adapters, save_bottleneck_adapters
+from lightning_ft.model.spec import DTypeName, ModelSpec, torch_dtype
+
+MANIFEST_NAME = "lightning_ft.json"
+ExportKind = Literal["peft", "bottleneck", "full"]
+
+
+def export_kind(model: nn.Module) -> ExportKind:
+    if isinstance(model, PeftModel):
+        return "peft"
+    if has_bottleneck_adapters(model):
+        return "bottleneck"
+    return "full"
+
+
+def save_export(model: nn.Module, tokenizer: PreTrainedTokenizerBase, spec: ModelSpec, directory: str | Path) -> Path:
+    """Write the adapter (or full model), tokenizer and manifest to ``directory``.
+
+    The files go to a sibling temporary directory first and replace ``directory`` only once complete, so an
+    interrupted export never leaves a half-written one in place of the previous good one.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = directory.with_name(f".{directory.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    kind = export_kind(model)
+    if kind == "peft":
+        model.save_pretrained(staging)
+    elif kind == "bottleneck":
+        save_bottleneck_adapters(model, staging)
+    else:
+        model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    manifest = {"kind": kind, "base": spec.to_dict()}
+    (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+    _replace_directory(staging, directory)
+    return directory
+
+
+def _replace_directory(staging: Path, directory: Path) -> None:
+    previous = directory.with_name(f".{directory.name}.previous-{os.getpid()}")
+    if directory.exists():
+        directory.rename(previous)
+    staging.rename(directory)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def read_manifest(directory: str | Path) -> dict | None:
+    path = Path(directory) / MANIFEST_NAME
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def load_export(
+    directory: str | Path, dtype: DTypeName = "float32", merge: bool = False
+) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """Load an export (or any plain Hugging Face model directory) for inference.
+
+    Adapters are applied to their base model, loaded from the spec recorded at training time; with ``merge`` a PEFT
+    adapter is folded into the base weights and a plain ``PreTrainedModel`` comes back.
+    """
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    if manifest is None or manifest["kind"] == "full":
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype(dtype))
+        return model.eval(), tokenizer
+    base_spec = ModelSpec(**{**manifest["base"], "dtype": dtype})
+    base = base_spec.load_model()
+    if manifest["kind"] == "bottleneck":
+        if merge:
+            raise ValueError(
+                "A bottleneck adapter has a non-linearity and cannot be merged into the base weights; "
+                "load it with `lightning-ft chat` or `lightning_ft.model.export.load_export`."
+            )
+        return load_bottleneck_adapters(base, directory).eval(), tokenizer
+    model = PeftModel.from_pretrained(base, directory)
+    if merge:
+        model = model.merge_and_unload()
+    return model.eval(), tokenizer
+
+
+def merge_export(directory: str | Path, output: str | Path, dtype: DTypeName = "float32") -> Path:
+    """Merge an adapter export into its base and write a standalone model that needs neither peft nor us."""
+    model, tokenizer = load_export(directory, dtype=dtype, merge=True)
+    if not isinstance(model, PreTrainedModel):
+        raise TypeError(f"Merging {directory} produced a {type(model).__name__}, not a transformers model")
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    return output

@@ -1,0 +1,39 @@
+"""Generate an assistant turn with the same chat template the model was trained with."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from lightning_ft.model.chat_templates import END_OF_TURN_TOKENS
+
+
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """EOS plus any end-of-turn token the vocabulary has, so generation stops where a trained turn ends."""
+    vocab = tokenizer.get_vocab()
+    ids = {tokenizer.eos_token_id} | {vocab[token] for token in END_OF_TURN_TOKENS if token in vocab}
+    return sorted(i for i in ids if i is not None)
+
+
+@torch.no_grad()
+def generate_reply(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict[str, str]],
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+) -> str:
+    """Render ``messages`` with the tokenizer's chat template and generate the assistant's next turn."""
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    device = next(model.parameters()).device
+    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(device)
+    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+    output = model.generate(
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=stop_token_ids(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        **sampling,
+    )
+    return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()

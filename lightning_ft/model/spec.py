@@ -1,0 +1,138 @@
+"""`ModelSpec`: where a causal LM and its tokenizer come from, and how to load them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from lightning_ft.model.chat_templates import resolve_chat_template
+
+DTypeName = Literal["float32", "bfloat16", "float16", "auto"]
+
+
+class ModelSpec:
+    """A model to fine-tune: a local directory or hub id, optionally a GGUF file inside it.
+
+    Args:
+        path: Local directory or Hugging Face hub id.
+        gguf_file: Name of a GGUF file inside ``path``; transformers dequantizes it on load.
+        tokenizer_path: Where the tokenizer lives when not beside the model.
+        revision: Hub revision (branch, tag or commit).
+        dtype: Dtype of the loaded weights.
+        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``; ``None`` lets transformers choose.
+        quantization: k-bit loading (QLoRA), e.g. ``transformers.BitsAndBytesConfig(load_in_4bit=True)``.
+        chat_template: A built-in template name (``chatml``, ``llama3``, ``alpaca``) or a Jinja string; ``None`` keeps
+            the tokenizer's own. The chosen template travels with every export.
+        trust_remote_code: Allow model code from the hub repository to run.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        gguf_file: str | None = None,
+        tokenizer_path: str | None = None,
+        revision: str | None = None,
+        dtype: DTypeName = "float32",
+        attn_implementation: str | None = "sdpa",
+        quantization: BitsAndBytesConfig | None = None,
+        chat_template: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        self.path = path
+        self.gguf_file = gguf_file
+        self.tokenizer_path = tokenizer_path
+        self.revision = revision
+        self.dtype = dtype
+        self.attn_implementation = attn_implementation
+        self.quantization = quantization
+        self.chat_template = chat_template
+        self.trust_remote_code = trust_remote_code
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able description from which the same base model can be loaded again (written beside exports)."""
+        return {
+            "path": str(self.path),
+            "gguf_file": self.gguf_file,
+            "tokenizer_path": self.tokenizer_path,
+            "revision": self.revision,
+            "dtype": self.dtype,
+            "attn_implementation": self.attn_implementation,
+            "trust_remote_code": self.trust_remote_code,
+        }
+
+    def load_tokenizer(self) -> PreTrainedTokenizerBase:
+        """Load the tokenizer, install the chat template and make sure a pad token exists (pad = eos if none)."""
+        source = self.tokenizer_path or self.path
+        gguf_file = self.gguf_file if self.tokenizer_path is None else None
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, gguf_file=gguf_file, revision=self.revision, trust_remote_code=self.trust_remote_code
+        )
+        if self.chat_template is not None:
+            tokenizer.chat_template = resolve_chat_template(self.chat_template)
+        if tokenizer.chat_template is None:
+            raise ValueError(
+                f"The tokenizer of {source!r} has no chat template. Set `chat_template` to a built-in name "
+                "(chatml, llama3, alpaca) or a Jinja string."
+            )
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+
+    def load_model(self) -> PreTrainedModel:
+        """Load the causal LM with the requested dtype, attention and quantization."""
+        path, gguf_file = self.path, self.gguf_file
+        if gguf_file is not None and self.quantization is not None:
+            # transformers cannot re-quantize a GGUF on load: convert it once to plain weights, then quantize those.
+            path, gguf_file = str(dequantized_gguf_dir(self)), None
+        kwargs: dict[str, Any] = {
+            "revision": self.revision,
+            "trust_remote_code": self.trust_remote_code,
+            "dtype": torch_dtype(self.dtype),
+        }
+        if gguf_file is not None:
+            kwargs["gguf_file"] = gguf_file
+        if self.attn_implementation is not None:
+            kwargs["attn_implementation"] = self.attn_implementation
+        if self.quantization is not None:
+            kwargs["quantization_config"] = self.quantization
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        if gguf_file is not None:
+            drop_gguf_quantization(model)
+        return model
+
+
+def torch_dtype(name: DTypeName) -> torch.dtype | str:
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def drop_gguf_quantization(model: PreTrainedModel) -> None:
+    """Forget that the weights came from a GGUF file: they are dequantized already, and `save_pretrained` refuses
+    to write a model that still carries the GGUF quantization config."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model, "quantization_method"):
+        model.quantization_method = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def dequantized_gguf_dir(spec: ModelSpec) -> Path:
+    """A cached plain-safetensors copy of a GGUF model, written once (atomically) and reused."""
+    gguf_path = Path(spec.path) / str(spec.gguf_file)
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    cache_root = Path(os.environ.get("LIGHTNING_FT_CACHE", Path.home() / ".cache" / "lightning_ft"))
+    target = cache_root / "gguf" / f"{gguf_path.stem}-{key}"
+    if not (target / "config.json").exists():
+        model = AutoModelForCausalLM.from_pretrained(spec.path, gguf_file=spec.gguf_file, dtype=torch.float32)
+        drop_gguf_quantization(model)
+        partial = target.with_name(target.name + f".partial-{os.getpid()}")
+        model.save_pretrained(partial)
+        partial.rename(target)
+    return target

@@ -1,0 +1,62 @@
+"""Turn a `ModelSpec` plus a training method (full, freeze, PEFT adapter, bottleneck adapter) into a trainable module."""
+
+from __future__ import annotations
+
+from peft import PeftConfig, get_peft_model, prepare_model_for_kbit_training
+from torch import nn
+
+from lightning_ft.model.bottleneck import BottleneckConfig
+from lightning_ft.model.freeze import FreezePolicy
+from lightning_ft.model.spec import ModelSpec
+
+AdapterConfig = PeftConfig | BottleneckConfig
+
+
+def build_trainable_model(
+    spec: ModelSpec,
+    adapter: AdapterConfig | None = None,
+    freeze: FreezePolicy | None = None,
+    gradient_checkpointing: bool = False,
+) -> nn.Module:
+    """Load the model and decide what trains: an adapter, a freeze policy, or (neither given) every parameter."""
+    if adapter is not None and freeze is not None:
+        raise ValueError(
+            "Set either an adapter (peft) or a freeze policy, not both: an adapter already freezes the base."
+        )
+    model = spec.load_model()
+    model.config.use_cache = False
+    checkpointing_kwargs = {"use_reentrant": False}
+    if is_quantized(model):
+        if adapter is None:
+            raise ValueError("k-bit quantized weights cannot be trained directly: add an adapter (QLoRA).")
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs=checkpointing_kwargs,
+        )
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs)
+    if isinstance(adapter, BottleneckConfig):
+        return adapter.attach(model)
+    if adapter is not None:
+        return get_peft_model(model, adapter)
+    if freeze is not None:
+        freeze.apply(model)
+    return model
+
+
+def is_quantized(model: nn.Module) -> bool:
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; shared (tied) tensors count once."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for parameter in model.parameters():
+        if id(parameter) in seen:
+            continue
+        seen.add(id(parameter))
+        total += parameter.numel()
+        trainable += parameter.numel() if parameter.requires_grad else 0
+    return trainable, total

