@@ -7,6 +7,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from transformers import get_scheduler
 
@@ -65,8 +66,9 @@ class FineTuneModule(L.LightningModule):
         if self.model is not None:
             return
         self.model = build_trainable_model(self.model_spec, self.peft, self.freeze, self.gradient_checkpointing)
+        self.model.train()  # from_pretrained returns eval mode; dropout must be live while training
         trainable, total = count_parameters(self.model)
-        self.print(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)")
+        rank_zero_info(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)")
 
     def configure_optimizers(self) -> dict[str, Any]:
         decay, no_decay = [], []

@@ -41,6 +41,7 @@ class TokenRateProgressBar(RichProgressBar):
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
         for callback in trainer.callbacks:
             if isinstance(callback, TokenThroughputMonitor) and callback.tokens_per_sec is not None:
                 metrics["tok/s"] = f"{callback.tokens_per_sec:.0f}"

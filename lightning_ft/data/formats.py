@@ -58,6 +58,11 @@ def _text(record: Mapping[str, Any], field: str, where: str, required: bool = Tr
 
 def instruction_to_messages(record: Mapping[str, Any], fields: dict[str, str], where: str) -> list[Message]:
     """Alpaca / Dolly: the instruction (plus input or context after a blank line) is the user turn."""
+    if fields["instruction"] not in record and ("messages" in record or "conversations" in record):
+        raise DataError(
+            f"{where}: missing field {fields['instruction']!r}; the record looks like chat data: "
+            "use `--data lightning_ft.data.ChatData` (format messages or sharegpt)"
+        )
     instruction = _text(record, fields["instruction"], where)
     extra = _text(record, fields["input"], where, required=False)
     output = _text(record, fields["output"], where)

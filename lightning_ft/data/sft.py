@@ -101,10 +101,10 @@ class SFTData(L.LightningDataModule):
         return {}
 
     def prepare_data(self) -> None:
-        self._tokenized_splits()
+        self._tokenized_splits(report=True)
 
     def setup(self, stage: str) -> None:
-        self.datasets = self._tokenized_splits()
+        self.datasets = self._tokenized_splits(report=False)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.datasets["train"], self.batch_size, shuffle=True)
@@ -139,16 +139,18 @@ class SFTData(L.LightningDataModule):
             return {"train": (self.train, parts["train"]), "val": (f"{self.train} (val split)", parts["test"])}
         return {"train": (self.train, train)}
 
-    def _tokenized_splits(self) -> dict[str, Dataset]:
+    def _tokenized_splits(self, report: bool) -> dict[str, Dataset]:
         conversation_tokenizer = ConversationTokenizer(
             self._require_tokenizer(), self.max_length, self.train_on, self.overlong
         )
         tokenized = {}
         for split, (source, raw) in self._raw_splits().items():
-            tokenized[split] = self._tokenize(split, source, raw, conversation_tokenizer)
+            tokenized[split] = self._tokenize(split, source, raw, conversation_tokenizer, report)
         return tokenized
 
-    def _tokenize(self, split: str, source: str, raw: Dataset, tokenizer: ConversationTokenizer) -> Dataset:
+    def _tokenize(
+        self, split: str, source: str, raw: Dataset, tokenizer: ConversationTokenizer, report: bool
+    ) -> Dataset:
         def tokenize_record(record: dict, index: int) -> dict:
             messages = self.to_messages(record, f"{source}: record {index}")
             if self.system_prompt and messages[0]["role"] != "system":
@@ -165,12 +167,13 @@ class SFTData(L.LightningDataModule):
         counts = Counter(mapped["status"])
         self.stats[split] = {"records": len(mapped), **counts}
         kept = mapped.filter(lambda status: status not in DROPPED, input_columns="status")
-        rank_zero_info(
-            f"{split} data ({source}): {len(mapped)} records, {len(kept)} kept; "
-            f"{counts.get('truncated', 0)} truncated to {self.max_length} tokens, "
-            f"{counts.get('dropped_too_long', 0)} dropped as longer than {self.max_length} tokens, "
-            f"{counts.get('dropped_no_trainable', 0)} dropped with no trainable tokens"
-        )
+        if report:
+            rank_zero_info(
+                f"{split} data ({source}): {len(mapped)} records, {len(kept)} kept; "
+                f"{counts.get('truncated', 0)} truncated to {self.max_length} tokens, "
+                f"{counts.get('dropped_too_long', 0)} dropped as longer than {self.max_length} tokens, "
+                f"{counts.get('dropped_no_trainable', 0)} dropped with no trainable tokens"
+            )
         if len(kept) == 0:
             raise DataError(f"{source}: no {split} records left to train on ({dict(counts)})")
         return kept

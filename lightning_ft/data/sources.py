@@ -40,6 +40,7 @@ def load_records(source: str, split: str = "train") -> Dataset:
 
 
 def check_jsonl(path: Path) -> None:
+    count = 0
     with path.open(encoding="utf-8") as lines:
         for line_number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -50,6 +51,9 @@ def check_jsonl(path: Path) -> None:
                 raise DataError(f"{path}:{line_number}: malformed JSON ({error.msg} at column {error.colno})") from None
             if not isinstance(record, dict):
                 raise DataError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
+            count += 1
+    if count == 0:
+        raise DataError(f"{path}: no records")
 
 
 def check_json(path: Path) -> None:
@@ -59,3 +63,5 @@ def check_json(path: Path) -> None:
         raise DataError(f"{path}:{error.lineno}: malformed JSON ({error.msg} at column {error.colno})") from None
     if not isinstance(content, list | dict):
         raise DataError(f"{path}: expected a list of records, got {type(content).__name__}")
+    if not content:
+        raise DataError(f"{path}: no records")

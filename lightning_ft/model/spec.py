@@ -21,7 +21,8 @@ class ModelSpec:
 
     Args:
         path: Local directory or Hugging Face hub id.
-        gguf_file: Name of a GGUF file inside ``path``; transformers dequantizes it on load.
+        gguf_file: Name of a GGUF file inside ``path``; transformers dequantizes it on load. Found by itself when
+            ``path`` is a local directory holding one ``.gguf`` file and no ``config.json``.
         tokenizer_path: Where the tokenizer lives when not beside the model.
         revision: Hub revision (branch, tag or commit).
         dtype: Dtype of the loaded weights.
@@ -45,7 +46,7 @@ class ModelSpec:
         trust_remote_code: bool = False,
     ) -> None:
         self.path = path
-        self.gguf_file = gguf_file
+        self.gguf_file = gguf_file if gguf_file is not None else find_gguf_file(path)
         self.tokenizer_path = tokenizer_path
         self.revision = revision
         self.dtype = dtype
@@ -105,6 +106,16 @@ class ModelSpec:
         if gguf_file is not None:
             drop_gguf_quantization(model)
         return model
+
+
+def find_gguf_file(path: str) -> str | None:
+    directory = Path(path)
+    if not directory.is_dir() or (directory / "config.json").exists():
+        return None
+    candidates = sorted(file.name for file in directory.glob("*.gguf"))
+    if len(candidates) > 1:
+        raise ValueError(f"{path} holds several GGUF files {candidates}: choose one with `gguf_file`.")
+    return candidates[0] if candidates else None
 
 
 def torch_dtype(name: DTypeName) -> torch.dtype | str:

@@ -1,0 +1,70 @@
+"""Test helpers: tiny batches, a short fit, and a callback recording the per-step training loss."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from lightning_ft.data.collate import PadCollator
+from lightning_ft.data.tokenize import ConversationTokenizer
+
+CONVERSATIONS = [
+    [
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "The capital of France is Paris."},
+    ],
+    [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "Convert 3 kilometres to metres."},
+        {"role": "assistant", "content": "3000 metres."},
+    ],
+    [
+        {"role": "user", "content": "Write a haiku about autumn."},
+        {"role": "assistant", "content": "Autumn leaves falling on a quiet pond."},
+        {"role": "user", "content": "Thank you!"},
+        {"role": "assistant", "content": "Hello, goodbye!"},
+    ],
+]
+
+
+def tokenized_examples(tokenizer, conversations: Sequence = CONVERSATIONS, max_length: int = 128) -> list[dict]:
+    encode = ConversationTokenizer(tokenizer, max_length=max_length)
+    return [dict(encode(conversation)) for conversation in conversations]
+
+
+def repeated_batch_loader(tokenizer, steps: int, batch_size: int = 3) -> DataLoader:
+    """The same examples every step, so any working method must lower the loss."""
+    examples = tokenized_examples(tokenizer)[:batch_size]
+    return DataLoader([examples] * steps, batch_size=None, collate_fn=PadCollator(tokenizer.pad_token_id))
+
+
+class LossRecorder(L.Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        if "train/loss" in trainer.callback_metrics:
+            self.losses.append(float(trainer.callback_metrics["train/loss"]))
+
+
+def short_fit(module: L.LightningModule, loader: DataLoader, steps: int, **trainer_kwargs) -> LossRecorder:
+    recorder = LossRecorder()
+    trainer = L.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder],
+        **trainer_kwargs,
+    )
+    trainer.fit(module, train_dataloaders=loader)
+    return recorder
+
+
+def adamw(lr: float):
+    return lambda params: torch.optim.AdamW(params, lr=lr)
