@@ -1,0 +1,72 @@
+"""Every recipe parses and instantiates; the public override paths reach the model and data; --print_config
+prints a complete config that parses again."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import lightning as L
+import pytest
+
+from lightning_ft.algorithms.base import FineTuneModule
+from lightning_ft.cli import FineTuneCLI, main
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+
+
+def test_there_are_recipes_for_every_method():
+    names = {path.stem for path in CONFIGS}
+    expected = {"full", "freeze", "lora", "dora", "rslora", "qlora", "qlora_8bit", "bottleneck", "prefix", "prompt",
+                "ia3", "llama_adapter", "quickstart"}
+    assert expected <= names
+    assert len(CONFIGS) >= 13
+
+
+def instantiate(args: list[str]) -> FineTuneCLI:
+    return FineTuneCLI(
+        FineTuneModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False, args=args
+    )
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_recipe_instantiates_with_the_public_overrides(config, tiny_model_dir, tmp_path):
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"instruction": "a", "output": "b"}\n')
+    cli = instantiate(["--config", str(config), "--model.model.path", str(tiny_model_dir), "--data.train", str(train),
+                       "--trainer.default_root_dir", str(tmp_path)])
+    assert cli.model.model_spec.path == str(tiny_model_dir)
+    assert cli.datamodule.train == str(train)
+    assert cli.datamodule.tokenizer is cli.model.tokenizer  # linked from the model
+
+
+def test_nested_peft_override_reaches_the_adapter_config(tiny_model_dir, tmp_path):
+    lora = next(p for p in CONFIGS if p.stem == "lora")
+    cli = instantiate(["--config", str(lora), "--model.model.path", str(tiny_model_dir),
+                       "--model.peft.init_args.r", "32", "--trainer.default_root_dir", str(tmp_path)])
+    assert cli.model.peft.r == 32
+
+
+def print_config(args: list[str]) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
+        main(["fit", *args, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    return out.getvalue()
+
+
+def test_print_config_is_complete_and_parses_again(tiny_model_dir, tmp_path):
+    lora = next(p for p in CONFIGS if p.stem == "lora")
+    printed = print_config(["--config", str(lora), "--model.model.path", str(tiny_model_dir)])
+    assert "lora_alpha: 32" in printed and "accumulate_grad_batches: 4" in printed and "max_length: 1024" in printed
+    (tmp_path / "printed.yaml").write_text(printed)
+    assert print_config(["--config", str(tmp_path / "printed.yaml")]) == printed
+
+
+def test_unknown_option_lists_choices(tiny_model_dir, capsys):
+    lora = next(p for p in CONFIGS if p.stem == "lora")
+    with pytest.raises(SystemExit):
+        instantiate(["--config", str(lora), "--model.model.path", str(tiny_model_dir),
+                     "--model.lr_scheduler", "exponential"])
+    assert "cosine" in capsys.readouterr().err
