@@ -18,8 +18,21 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml
 
 def test_there_are_recipes_for_every_method():
     names = {path.stem for path in CONFIGS}
-    expected = {"full", "freeze", "lora", "dora", "rslora", "qlora", "qlora_8bit", "bottleneck", "prefix", "prompt",
-                "ia3", "llama_adapter", "quickstart"}
+    expected = {
+        "full",
+        "freeze",
+        "lora",
+        "dora",
+        "rslora",
+        "qlora",
+        "qlora_8bit",
+        "bottleneck",
+        "prefix",
+        "prompt",
+        "ia3",
+        "llama_adapter",
+        "quickstart",
+    }
     assert expected <= names
     assert len(CONFIGS) >= 13
 
@@ -34,8 +47,18 @@ def instantiate(args: list[str]) -> FineTuneCLI:
 def test_recipe_instantiates_with_the_public_overrides(config, tiny_model_dir, tmp_path):
     train = tmp_path / "train.jsonl"
     train.write_text('{"instruction": "a", "output": "b"}\n')
-    cli = instantiate(["--config", str(config), "--model.model.path", str(tiny_model_dir), "--data.train", str(train),
-                       "--trainer.default_root_dir", str(tmp_path)])
+    cli = instantiate(
+        [
+            "--config",
+            str(config),
+            "--model.model.path",
+            str(tiny_model_dir),
+            "--data.train",
+            str(train),
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ]
+    )
     assert cli.model.model_spec.path == str(tiny_model_dir)
     assert cli.datamodule.train == str(train)
     assert cli.datamodule.tokenizer is cli.model.tokenizer  # linked from the model
@@ -43,8 +66,18 @@ def test_recipe_instantiates_with_the_public_overrides(config, tiny_model_dir, t
 
 def test_nested_peft_override_reaches_the_adapter_config(tiny_model_dir, tmp_path):
     lora = next(p for p in CONFIGS if p.stem == "lora")
-    cli = instantiate(["--config", str(lora), "--model.model.path", str(tiny_model_dir),
-                       "--model.peft.init_args.r", "32", "--trainer.default_root_dir", str(tmp_path)])
+    cli = instantiate(
+        [
+            "--config",
+            str(lora),
+            "--model.model.path",
+            str(tiny_model_dir),
+            "--model.peft.init_args.r",
+            "32",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ]
+    )
     assert cli.model.peft.r == 32
 
 
@@ -67,6 +100,7 @@ def test_print_config_is_complete_and_parses_again(tiny_model_dir, tmp_path):
 def test_unknown_option_lists_choices(tiny_model_dir, capsys):
     lora = next(p for p in CONFIGS if p.stem == "lora")
     with pytest.raises(SystemExit):
-        instantiate(["--config", str(lora), "--model.model.path", str(tiny_model_dir),
-                     "--model.lr_scheduler", "exponential"])
+        instantiate(
+            ["--config", str(lora), "--model.model.path", str(tiny_model_dir), "--model.lr_scheduler", "exponential"]
+        )
     assert "cosine" in capsys.readouterr().err

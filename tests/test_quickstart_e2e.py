@@ -26,12 +26,24 @@ def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 def test_quickstart_trains_exports_chats_and_merges(smollm2_dir, tmp_path):
     run(sys.executable, "tools/make_quickstart_data.py", "--out", str(tmp_path / "data"), "--train", "24", "--val", "8")
     run(
-        "lightning-ft", "fit", "--config", "configs/quickstart.yaml",
-        "--model.model.path", str(smollm2_dir),
-        "--data.train", str(tmp_path / "data" / "train.jsonl"),
-        "--data.val", str(tmp_path / "data" / "val.jsonl"),
-        "--trainer.default_root_dir", str(tmp_path / "run"),
-        "--trainer.max_steps", "3", "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "1",
+        "lightning-ft",
+        "fit",
+        "--config",
+        "configs/quickstart.yaml",
+        "--model.model.path",
+        str(smollm2_dir),
+        "--data.train",
+        str(tmp_path / "data" / "train.jsonl"),
+        "--data.val",
+        str(tmp_path / "data" / "val.jsonl"),
+        "--trainer.default_root_dir",
+        str(tmp_path / "run"),
+        "--trainer.max_steps",
+        "3",
+        "--trainer.val_check_interval",
+        "3",
+        "--trainer.limit_val_batches",
+        "1",
     )
     (export,) = (tmp_path / "run").glob("lightning_logs/version_*/hf/final")
     assert (export / "adapter_model.safetensors").exists() and (export / "adapter_config.json").exists()
@@ -43,8 +55,13 @@ def test_quickstart_trains_exports_chats_and_merges(smollm2_dir, tmp_path):
     adapted, tokenizer = load_export(export)
     merged_dir = merge_export(export, tmp_path / "merged")
     merged = AutoModelForCausalLM.from_pretrained(merged_dir)
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Hello"}], add_generation_prompt=True,
-                                           tokenize=True, return_tensors="pt", return_dict=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hello"}],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     with torch.no_grad():
         # Folding B @ A into 576-wide fp32 weights rounds differently from applying it: logits of magnitude ~10
         # agree to ~1e-4 absolute, 2e-5 relative.

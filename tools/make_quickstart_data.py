@@ -13,12 +13,30 @@ import json
 import random
 from pathlib import Path
 
-FIRST = "Ana Ben Chloe Diego Elena Farid Grace Hiro Ines Jonas Kofi Lena Mateo Nadia Omar Priya Quinn Rosa Sven Tara Umar Vera Wen Yusuf Zoe".split()
-LAST = "Silva Okafor Novak Tanaka Müller Haddad Kowalski Lindqvist Moreau Rossi Chen Patel Garcia Ivanova Brennan".split()
+FIRST = (
+    "Ana Ben Chloe Diego Elena Farid Grace Hiro Ines Jonas Kofi Lena Mateo Nadia Omar Priya Quinn Rosa Sven Tara Umar "
+    "Vera Wen Yusuf Zoe"
+).split()
+LAST = (
+    "Silva Okafor Novak Tanaka Müller Haddad Kowalski Lindqvist Moreau Rossi Chen Patel Garcia Ivanova Brennan".split()
+)
 CITIES = "Lisbon Nairobi Oslo Osaka Lyon Austin Krakow Cairo Lima Dublin Pune Seoul Quito Perth Turin".split()
 JOBS = [
-    "nurse", "pilot", "carpenter", "data analyst", "chef", "teacher", "architect", "plumber",
-    "journalist", "pharmacist", "welder", "librarian", "software engineer", "florist", "translator",
+    "nurse",
+    "pilot",
+    "carpenter",
+    "data analyst",
+    "chef",
+    "teacher",
+    "architect",
+    "plumber",
+    "journalist",
+    "pharmacist",
+    "welder",
+    "librarian",
+    "software engineer",
+    "florist",
+    "translator",
 ]
 SENTENCES = [
     "{name} is a {age}-year-old {job} who lives in {city}.",

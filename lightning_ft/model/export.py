@@ -73,15 +73,18 @@ def read_manifest(directory: str | Path) -> dict | None:
 def load_export(
     directory: str | Path, dtype: DTypeName = "float32", merge: bool = False
 ) -> tuple[nn.Module, PreTrainedTokenizerBase]:
-    """Load an export (or any plain Hugging Face model directory) for inference.
+    """Load an export, or any base model (directory, GGUF directory or hub id), for inference.
 
     Adapters are applied to their base model, loaded from the spec recorded at training time; with ``merge`` a PEFT
     adapter is folded into the base weights and a plain ``PreTrainedModel`` comes back.
     """
     directory = Path(directory)
     manifest = read_manifest(directory)
+    if manifest is None:  # a base model: local directory (GGUF included) or hub id
+        spec = ModelSpec(path=str(directory), dtype=dtype)
+        return spec.load_model().eval(), spec.load_tokenizer()
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    if manifest is None or manifest["kind"] == "full":
+    if manifest["kind"] == "full":
         model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype(dtype))
         return model.eval(), tokenizer
     base_spec = ModelSpec(**{**manifest["base"], "dtype": dtype})

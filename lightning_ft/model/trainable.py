@@ -1,4 +1,4 @@
-"""Turn a `ModelSpec` plus a training method (full, freeze, PEFT adapter, bottleneck adapter) into a trainable module."""
+"""Turn a `ModelSpec` and a training method (full, freeze, PEFT or bottleneck adapter) into a trainable module."""
 
 from __future__ import annotations
 

@@ -30,11 +30,17 @@ METHODS = {
     # DoRA adds one magnitude per output feature of every adapted linear: 32+16+16+32+64+64+32 = 256 per layer
     "dora": (
         peft.LoraConfig(r=4, target_modules="all-linear", use_dora=True, task_type="CAUSAL_LM"),
-        None, None, 2 * (LORA_R4 + 256), 1e-2,
+        None,
+        None,
+        2 * (LORA_R4 + 256),
+        1e-2,
     ),
     "rslora": (
         peft.LoraConfig(r=4, target_modules="all-linear", use_rslora=True, task_type="CAUSAL_LM"),
-        None, None, 2 * LORA_R4, 1e-2,
+        None,
+        None,
+        2 * LORA_R4,
+        1e-2,
     ),
     # IA3 on Llama scales k (16), v (16) outputs and the down projection's input (64): 96 per layer
     "ia3": (peft.IA3Config(task_type="CAUSAL_LM"), None, None, 2 * 96, 1e-1),
@@ -44,18 +50,35 @@ METHODS = {
     "prefix": (peft.PrefixTuningConfig(num_virtual_tokens=5, task_type="CAUSAL_LM"), None, None, 5 * 2 * 2 * 16, 1e-1),
     # adaption prompt 4 x 32 in the top layer + its gate (1)
     "llama_adapter": (
-        peft.AdaptionPromptConfig(adapter_len=4, adapter_layers=1, task_type="CAUSAL_LM"), None, None, 129, 1e-1,
+        peft.AdaptionPromptConfig(adapter_len=4, adapter_layers=1, task_type="CAUSAL_LM"),
+        None,
+        None,
+        129,
+        1e-1,
     ),
     # per adapter: down 32x8 + 8, up 8x32 + 32 = 552; on o_proj and down_proj of 2 layers
     "bottleneck": (BottleneckConfig(bottleneck_size=8), None, None, 4 * 552, 1e-2),
     "qlora_nf4": (
         peft.LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"),
         None,
-        BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                           bnb_4bit_compute_dtype=torch.float32),
-        2 * LORA_R4, 1e-2,
+        BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+        ),
+        2 * LORA_R4,
+        1e-2,
+    ),
+    "qlora_8bit": (
+        peft.LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"),
+        None,
+        BitsAndBytesConfig(load_in_8bit=True),
+        2 * LORA_R4,
+        1e-2,
     ),
 }
+QUANTIZED_LAYER = {"qlora_nf4": bnb.nn.Linear4bit, "qlora_8bit": bnb.nn.Linear8bitLt}
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -82,9 +105,9 @@ def test_method_trains_exactly_its_parameters_and_lowers_the_loss(method, tiny_m
     changed = {name for name, p in module.model.named_parameters() if not torch.equal(p.detach(), before[name])}
     trained = {name for name, p in module.model.named_parameters() if p.requires_grad}
     assert changed <= trained  # frozen weights stay bit-identical
-    if quantization is not None:
-        linear_4bit = [m for m in module.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
-        assert len(linear_4bit) == 2 * 7
+    if quantization is not None:  # every decoder linear (7 per layer) is quantized; lm_head stays in float
+        quantized = [m for m in module.model.modules() if isinstance(m, QUANTIZED_LAYER[method])]
+        assert len(quantized) == 2 * 7
 
 
 def test_adapter_and_freeze_together_are_rejected(tiny_model_dir):

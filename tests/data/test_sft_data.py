@@ -24,8 +24,9 @@ def test_counts_of_kept_truncated_and_dropped_records(tmp_path, caplog):
         {"instruction": "Say it.", "output": "world " * 40},  # too long as well
         {"instruction": "Say it.", "output": "ok"},
     ]
-    data = InstructionData(write_jsonl(tmp_path / "t.jsonl", records), max_length=48, overlong="drop",
-                           tokenizer=tokenizer, batch_size=2)
+    data = InstructionData(
+        write_jsonl(tmp_path / "t.jsonl", records), max_length=48, overlong="drop", tokenizer=tokenizer, batch_size=2
+    )
     data.prepare_data()
     data.setup("fit")
     assert data.stats["train"] == {"records": 4, "ok": 2, "dropped_too_long": 2}
@@ -55,8 +56,16 @@ def test_bad_record_is_named_by_file_index_and_field(tmp_path):
 
 def test_seeded_validation_fraction_and_system_prompt(tmp_path):
     records = [{"instruction": f"Say {i}.", "output": str(i)} for i in range(20)]
-    make = lambda: InstructionData(write_jsonl(tmp_path / "t.jsonl", records), val_fraction=0.25,  # noqa: E731
-                                   system_prompt="Be brief.", tokenizer=build_tiny_tokenizer(), seed=3)
+
+    def make():
+        return InstructionData(
+            write_jsonl(tmp_path / "t.jsonl", records),
+            val_fraction=0.25,
+            system_prompt="Be brief.",
+            tokenizer=build_tiny_tokenizer(),
+            seed=3,
+        )
+
     first, second = make(), make()
     for data in (first, second):
         data.prepare_data()
@@ -74,8 +83,12 @@ def test_val_file_and_fraction_together_are_rejected(tmp_path):
 
 def test_real_sharegpt_and_oasst_chats_tokenize(tmp_path):
     tokenizer = build_tiny_tokenizer()
-    sharegpt = ChatData(str(shared_data("chat/fastchat_dummy_conversation.jsonl")), format="sharegpt",
-                        tokenizer=tokenizer, max_length=4096)
+    sharegpt = ChatData(
+        str(shared_data("chat/fastchat_dummy_conversation.jsonl")),
+        format="sharegpt",
+        tokenizer=tokenizer,
+        max_length=4096,
+    )
     sharegpt.prepare_data()
     assert sharegpt.stats["train"]["records"] == 500
     assert sharegpt.stats["train"].get("ok", 0) + sharegpt.stats["train"].get("truncated", 0) == 500

@@ -108,8 +108,9 @@ def test_sharegpt_roles_and_system_field():
 def test_chat_errors_name_record_turn_and_valid_roles():
     fields = CHAT_FIELDS["messages"]
     with pytest.raises(DataError, match=r"record 3, turn 1: unknown role 'bot'; valid roles: \['assistant'"):
-        chat_to_messages({"messages": [{"role": "user", "content": "a"}, {"role": "bot", "content": "b"}]}, fields,
-                         "record 3")
+        chat_to_messages(
+            {"messages": [{"role": "user", "content": "a"}, {"role": "bot", "content": "b"}]}, fields, "record 3"
+        )
     with pytest.raises(DataError, match="record 4, turn 0: missing field 'content'"):
         chat_to_messages({"messages": [{"role": "user"}]}, fields, "record 4")
     with pytest.raises(DataError, match="record 5: the conversation has no assistant turn"):

@@ -33,7 +33,9 @@ def expected_chatml_labels(tokenizer, messages, trained_roles=("assistant",), la
         tail = encode("\n")
         trained = message["role"] in trained_roles and (not last_only or position == assistant_positions[-1])
         ids += head + body + tail
-        labels += [IGNORE_INDEX] * len(head) + (body if trained else [IGNORE_INDEX] * len(body)) + [IGNORE_INDEX] * len(tail)
+        labels += (
+            [IGNORE_INDEX] * len(head) + (body if trained else [IGNORE_INDEX] * len(body)) + [IGNORE_INDEX] * len(tail)
+        )
     return ids, labels
 
 
@@ -43,7 +45,9 @@ def test_three_turn_mask_is_assistant_content_plus_eos(pad_is_eos):
     assert (tokenizer.pad_token_id == tokenizer.eos_token_id) is pad_is_eos
     example = ConversationTokenizer(tokenizer, max_length=512)(THREE_TURNS)
     expected_ids, expected_labels = expected_chatml_labels(tokenizer, THREE_TURNS)
-    assert example["input_ids"] == tokenizer.apply_chat_template(THREE_TURNS, tokenize=True, return_dict=True)["input_ids"]
+    assert (
+        example["input_ids"] == tokenizer.apply_chat_template(THREE_TURNS, tokenize=True, return_dict=True)["input_ids"]
+    )
     assert example["input_ids"] == expected_ids
     assert example["labels"] == expected_labels
     eos_positions = [i for i, token in enumerate(example["input_ids"]) if token == tokenizer.eos_token_id]

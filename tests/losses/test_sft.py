@@ -33,6 +33,7 @@ def test_bfloat16_logits_are_reduced_in_float32():
     labels = torch.randint(0, 7, (2, 5))
     loss_sum, _ = token_cross_entropy(logits, labels)
     assert loss_sum.dtype == torch.float32
-    reference = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, 7), labels[:, 1:].reshape(-1),
-                                                  reduction="sum")
+    reference = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, 7), labels[:, 1:].reshape(-1), reduction="sum"
+    )
     assert torch.allclose(loss_sum, reference)

@@ -53,8 +53,9 @@ def test_lora_export_reload_and_merge_match_training_logits(tiny_model_dir, tiny
 
 def test_merged_model_loads_without_peft_installed(tiny_model_dir, tiny_tokenizer, tmp_path):
     module = trained_module(tiny_model_dir, tiny_tokenizer, peft.LoraConfig(r=4, target_modules="all-linear"))
-    merged_dir = merge_export(save_export(module.model, module.tokenizer, module.model_spec, tmp_path / "a"),
-                              tmp_path / "merged")
+    merged_dir = merge_export(
+        save_export(module.model, module.tokenizer, module.model_spec, tmp_path / "a"), tmp_path / "merged"
+    )
     torch.save(logits_of(module.model), tmp_path / "expected.pt")
     script = f"""
 import sys
