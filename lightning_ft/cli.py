@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sys
+from typing import Any, NoReturn
 
 import lightning as L
-from jsonargparse import auto_cli
+from jsonargparse import ActionConfigFile, auto_cli
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -14,9 +15,30 @@ from lightning_ft.callbacks import HuggingFaceExport, TokenRateProgressBar, Toke
 from lightning_ft.model.export import load_export, merge_export
 from lightning_ft.model.generation import generate_reply
 from lightning_ft.model.spec import DTypeName
+from lightning_ft.model.trainable import known_adapter_configs
+
+DESCRIPTION = (
+    "Fine-tune LLMs: `lightning-ft fit --config RECIPE.yaml`. Besides Lightning's subcommands: "
+    "`lightning-ft export --help` (merge an adapter into its base) and `lightning-ft chat --help`."
+)
+
+
+class FineTuneArgumentParser(LightningArgumentParser):
+    """Adds the list of valid adapters to the error for an unknown ``peft`` class."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if 'Parser key "peft"' in message and "class_path" in message:
+            message += "\nValid adapter classes for model.peft: " + ", ".join(known_adapter_configs())
+        super().error(message, ex)
 
 
 class FineTuneCLI(LightningCLI):
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        kwargs.setdefault("description", DESCRIPTION)
+        parser = FineTuneArgumentParser(**kwargs)
+        parser.add_argument("-c", "--config", action=ActionConfigFile, help="Path to a configuration file (YAML).")
+        return parser
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(HuggingFaceExport, "export")
         parser.add_lightning_class_args(TokenThroughputMonitor, "throughput")

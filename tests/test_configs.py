@@ -104,3 +104,23 @@ def test_unknown_option_lists_choices(tiny_model_dir, capsys):
             ["--config", str(lora), "--model.model.path", str(tiny_model_dir), "--model.lr_scheduler", "exponential"]
         )
     assert "cosine" in capsys.readouterr().err
+
+
+def test_unknown_adapter_class_lists_the_valid_ones(tiny_model_dir, capsys):
+    lora = next(p for p in CONFIGS if p.stem == "lora")
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "fit",
+                "--config",
+                str(lora),
+                "--model.model.path",
+                str(tiny_model_dir),
+                "--model.peft",
+                "peft.NoSuchConfig",
+            ]
+        )
+    error = capsys.readouterr().err
+    assert "NoSuchConfig" in error
+    assert "Valid adapter classes for model.peft:" in error
+    assert "peft.LoraConfig" in error and "lightning_ft.model.BottleneckConfig" in error

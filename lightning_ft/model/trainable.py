@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import peft
 from peft import PeftConfig, get_peft_model, prepare_model_for_kbit_training
 from torch import nn
 
@@ -60,3 +61,16 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
         total += parameter.numel()
         trainable += parameter.numel() if parameter.requires_grad else 0
     return trainable, total
+
+
+def known_adapter_configs() -> list[str]:
+    """Class paths accepted as an adapter: peft's configs and our bottleneck adapter."""
+    peft_configs = [
+        f"peft.{name}"
+        for name, value in vars(peft).items()
+        if isinstance(value, type)
+        and issubclass(value, PeftConfig)
+        and name.endswith("Config")
+        and value not in (PeftConfig, peft.PromptLearningConfig)
+    ]
+    return sorted(peft_configs) + [f"{BottleneckConfig.__module__.rsplit('.', 1)[0]}.BottleneckConfig"]
