@@ -7,14 +7,19 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from peft import PeftModel
 from torchmetrics import MeanMetric
 
 from lightning_ft.algorithms.base import FineTuneModule
-from lightning_ft.losses.sft import token_cross_entropy
+from lightning_ft.losses.sft import chunked_cross_entropy
+from lightning_ft.model.attention import model_inputs, tokens_per_sequence
+from lightning_ft.model.heads import final_hidden_states, output_projection, unwrap
 from lightning_ft.model.neftune import neftune_noise
 from lightning_ft.model.spec import ModelSpec
 
-SFTLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+SFTLoss = Callable[
+    [torch.Tensor, Callable[[torch.Tensor], torch.Tensor], torch.Tensor], tuple[torch.Tensor, torch.Tensor]
+]
 
 
 class SFT(FineTuneModule):
@@ -29,7 +34,8 @@ class SFT(FineTuneModule):
 
     Args:
         model: The model to fine-tune.
-        loss_fn: ``(logits, labels) -> (loss_sum, num_trainable_tokens)``; see `token_cross_entropy`.
+        loss_fn: ``(hidden_states, output_projection, labels) -> (loss_sum, num_trainable_tokens)``. The default,
+            `chunked_cross_entropy`, never builds full-vocabulary logits; `cross_entropy` is the plain reference.
         neftune_noise_alpha: NEFTune noise scale on input embeddings while training; ``None`` disables it.
         **kwargs: `FineTuneModule` arguments (peft, freeze, optimizer, schedule, ...).
     """
@@ -37,7 +43,7 @@ class SFT(FineTuneModule):
     def __init__(
         self,
         model: ModelSpec,
-        loss_fn: SFTLoss = token_cross_entropy,
+        loss_fn: SFTLoss = chunked_cross_entropy,
         neftune_noise_alpha: float | None = None,
         **kwargs: Any,
     ) -> None:
@@ -82,13 +88,25 @@ class SFT(FineTuneModule):
         self.val_loss.reset()
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        input_ids = batch["input_ids"]
+        base = unwrap(self.model)
+        inputs = model_inputs(batch, base.config._attn_implementation, base.dtype)
+        if "sequence_ids" in batch:
+            check_packing_supported(self.model)
         if self.training and self.neftune_noise_alpha:
             embeddings = self.model.get_input_embeddings()(input_ids)
-            embeddings = neftune_noise(embeddings, attention_mask, self.neftune_noise_alpha)
-            output = self.model(inputs_embeds=embeddings, attention_mask=attention_mask, use_cache=False)
+            noisy = neftune_noise(embeddings, tokens_per_sequence(batch), self.neftune_noise_alpha)
+            hidden = final_hidden_states(self.model, inputs_embeds=noisy, **inputs)
         else:
-            output = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            hidden = final_hidden_states(self.model, input_ids=input_ids, **inputs)
         # Prompt tuning prepends virtual tokens to the sequence: keep the positions of the real ones.
-        logits = output.logits[:, -input_ids.shape[1] :]
-        return self.loss_fn(logits, batch["labels"])
+        hidden = hidden[:, -input_ids.shape[1] :]
+        return self.loss_fn(hidden, output_projection(self.model), batch["labels"])
+
+
+def check_packing_supported(model: torch.nn.Module) -> None:
+    if isinstance(model, PeftModel) and model.active_peft_config.is_prompt_learning:
+        raise ValueError(
+            f"{type(model.active_peft_config).__name__} adds virtual tokens that every packed sequence would share: "
+            "set `data.packing: false` for prompt and prefix tuning."
+        )

@@ -30,6 +30,8 @@ from lightning_ft.data.formats import (
     field_names,
     instruction_to_messages,
 )
+from lightning_ft.data.packing import PackedDataset, PackingCollator
+from lightning_ft.data.sampling import LengthGroupedBatchSampler
 from lightning_ft.data.sources import DataError, load_records
 from lightning_ft.data.tokenize import DROPPED, ConversationTokenizer, Overlong, TrainOn
 
@@ -49,6 +51,9 @@ class SFTData(L.LightningDataModule):
         system_prompt: System message for conversations that have none.
         batch_size: Conversations per micro-batch.
         eval_batch_size: Validation batch size (default: ``batch_size``).
+        packing: Pack several conversations into each row of ``max_length`` tokens (no padding; attention never
+            crosses conversations). ``batch_size`` then counts rows. Not for prompt/prefix tuning.
+        group_by_length: Without packing, batch conversations of similar length together (less padding).
         num_workers: DataLoader worker processes.
         seed: Seed of the validation split and the shuffling.
         split: Split to read from a hub dataset.
@@ -66,6 +71,8 @@ class SFTData(L.LightningDataModule):
         system_prompt: str | None = None,
         batch_size: int = 8,
         eval_batch_size: int | None = None,
+        packing: bool = True,
+        group_by_length: bool = False,
         num_workers: int = 0,
         seed: int = 42,
         split: str = "train",
@@ -85,6 +92,8 @@ class SFTData(L.LightningDataModule):
         self.system_prompt = system_prompt
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
+        self.packing = packing
+        self.group_by_length = group_by_length
         self.num_workers = num_workers
         self.seed = seed
         self.split = split
@@ -115,14 +124,30 @@ class SFTData(L.LightningDataModule):
         return self._loader(self.datasets["val"], self.eval_batch_size, shuffle=False)
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        pad_token_id = self._require_tokenizer().pad_token_id
         generator = torch.Generator().manual_seed(self.seed)
+        common = {"num_workers": self.num_workers}
+        if self.packing:
+            return DataLoader(
+                PackedDataset(dataset.select_columns(["input_ids", "labels"]), capacity=self.max_length),
+                batch_size=batch_size,
+                shuffle=shuffle,
+                generator=generator if shuffle else None,
+                collate_fn=PackingCollator(pad_token_id),
+                **common,
+            )
+        examples = dataset.select_columns(["input_ids", "labels"])
+        if self.group_by_length and shuffle:
+            lengths = [len(ids) for ids in examples["input_ids"]]
+            sampler = LengthGroupedBatchSampler(lengths, batch_size, seed=self.seed)
+            return DataLoader(examples, batch_sampler=sampler, collate_fn=PadCollator(pad_token_id), **common)
         return DataLoader(
-            dataset.with_format(columns=["input_ids", "labels"]),
+            examples,
             batch_size=batch_size,
             shuffle=shuffle,
             generator=generator if shuffle else None,
-            collate_fn=PadCollator(self._require_tokenizer().pad_token_id),
-            num_workers=self.num_workers,
+            collate_fn=PadCollator(pad_token_id),
+            **common,
         )
 
     def _require_tokenizer(self) -> PreTrainedTokenizerBase:

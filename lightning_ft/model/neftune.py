@@ -5,18 +5,17 @@ from __future__ import annotations
 import torch
 
 
-def neftune_noise(embeddings: torch.Tensor, attention_mask: torch.Tensor, alpha: float) -> torch.Tensor:
+def neftune_noise(embeddings: torch.Tensor, sequence_lengths: torch.Tensor, alpha: float) -> torch.Tensor:
     """Add ``Uniform(-1, 1) * alpha / sqrt(L * d)`` to every real token's embedding.
 
-    ``L`` is each sequence's own number of real tokens (not the padded length, so padding does not shrink the
-    noise), ``d`` the embedding width. Padding positions get no noise.
+    ``L`` is the length of the token's own sequence (not the padded or packed row), ``d`` the embedding width.
+    Padding positions (``L = 0``) get no noise.
 
     Args:
         embeddings: ``(batch, length, dim)``.
-        attention_mask: ``(batch, length)``, 1 for real tokens.
+        sequence_lengths: ``(batch, length)``, each token's sequence length, 0 on padding.
         alpha: Noise scale (the paper uses 5 to 15).
     """
-    lengths = attention_mask.sum(dim=1, keepdim=True).clamp(min=1).to(embeddings.dtype)
-    scale = alpha / torch.sqrt(lengths * embeddings.shape[-1])
-    noise = torch.empty_like(embeddings).uniform_(-1, 1) * scale.unsqueeze(-1)
-    return embeddings + noise * attention_mask.unsqueeze(-1).to(embeddings.dtype)
+    lengths = sequence_lengths.to(embeddings.dtype)
+    scale = torch.where(lengths > 0, alpha / torch.sqrt(lengths.clamp(min=1) * embeddings.shape[-1]), 0.0)
+    return embeddings + torch.empty_like(embeddings).uniform_(-1, 1) * scale.unsqueeze(-1)

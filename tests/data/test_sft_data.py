@@ -25,7 +25,12 @@ def test_counts_of_kept_truncated_and_dropped_records(tmp_path, caplog):
         {"instruction": "Say it.", "output": "ok"},
     ]
     data = InstructionData(
-        write_jsonl(tmp_path / "t.jsonl", records), max_length=48, overlong="drop", tokenizer=tokenizer, batch_size=2
+        write_jsonl(tmp_path / "t.jsonl", records),
+        max_length=48,
+        overlong="drop",
+        tokenizer=tokenizer,
+        batch_size=2,
+        packing=False,
     )
     data.prepare_data()
     data.setup("fit")
@@ -33,6 +38,9 @@ def test_counts_of_kept_truncated_and_dropped_records(tmp_path, caplog):
     batch = next(iter(data.train_dataloader()))
     assert set(batch) == {"input_ids", "attention_mask", "labels"}
     assert batch["input_ids"].shape[0] == 2 and batch["input_ids"].dtype == torch.long
+    data.packing = True  # the two short records share one packed row
+    (row,) = next(iter(data.train_dataloader()))["sequence_ids"]
+    assert row.max() == 1
 
     truncating = InstructionData(write_jsonl(tmp_path / "t.jsonl", records), max_length=48, tokenizer=tokenizer)
     truncating.prepare_data()
