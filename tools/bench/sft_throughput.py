@@ -1,0 +1,298 @@
+"""Side-by-side SFT throughput: lightning_ft against TRL's `SFTTrainer` on the same model, data, LoRA and settings.
+
+Every run is its own process; runs alternate (lightning_ft, TRL, TRL with packing, lightning_ft, ...) for
+``--pairs`` rounds. Each counts the real (non-pad) tokens of the optimiser steps after ``--warmup`` steps and the
+peak resident memory sampled while training. The last line printed is one JSON object with the medians and ratios.
+
+Usage:
+  pip install "trl>=1.16"   # benchmark-only dependency
+  python tools/bench/sft_throughput.py [--precision fp32|bf16] [--steps 6] [--pairs 2] [--batch-size 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "sft_alpaca" / "alpaca_gpt4_en_demo.jsonl"
+DEFAULT_MODEL = ROOT / ".cache" / "models" / "smollm2"
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SYSTEMS = ("lightning_ft", "trl", "trl_packing")
+
+
+class PeakRss:
+    """Samples this process's resident memory every 50 ms between `start` and `stop`."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.process = psutil.Process()
+        self.peak = 0
+        self._running = False
+
+    def start(self) -> None:
+        self._running = True
+        self.peak = self.process.memory_info().rss
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while self._running:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.05)
+
+    def stop(self) -> float:
+        self._running = False
+        return max(self.peak, self.process.memory_info().rss) / 2**20
+
+
+def records(args: argparse.Namespace) -> list[dict]:
+    lines = Path(args.data).read_text().splitlines()
+    needed = args.batch_size * (args.warmup + args.steps) * 4  # packing needs more records per step
+    return [json.loads(line) for line in lines[:needed]]
+
+
+def lora_config():
+    import peft
+
+    return peft.LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def run_lightning_ft(args: argparse.Namespace) -> dict:
+    import lightning as L
+    import torch
+
+    from lightning_ft.algorithms import SFT
+    from lightning_ft.callbacks.throughput import real_tokens
+    from lightning_ft.data import InstructionData
+    from lightning_ft.model import ModelSpec
+
+    data_path = Path(args.workdir) / "data.jsonl"
+    data_path.write_text("".join(json.dumps(r) + "\n" for r in records(args)))
+    bf16 = args.precision == "bf16"
+    module = SFT(
+        ModelSpec(path=args.model, dtype="bfloat16" if bf16 else "float32"),
+        peft=lora_config(),
+        optimizer=lambda params: torch.optim.AdamW(params, lr=2e-4, weight_decay=0.0),
+        lr_scheduler="constant",
+    )
+    data = InstructionData(
+        str(data_path), max_length=args.max_length, batch_size=args.batch_size, seed=0, tokenizer=module.tokenizer
+    )
+    meter = StepMeter(args.warmup, real_tokens)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=args.warmup + args.steps,
+        precision="bf16-mixed" if bf16 else "32-true",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[meter],
+    )
+    torch.manual_seed(0)
+    trainer.fit(module, datamodule=data)
+    return meter.result()
+
+
+class StepMeter:
+    """Lightning callback (built lazily so TRL workers need not import Lightning)."""
+
+    def __new__(cls, warmup: int, count_tokens):
+        import lightning as L
+
+        class _Meter(L.Callback):
+            def __init__(self) -> None:
+                self.rss = PeakRss()
+                self.tokens = 0
+                self.losses: list[float] = []
+                self.start = None
+
+            def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+                if trainer.global_step == warmup and self.start is None:
+                    self.start = time.perf_counter()
+                    self.rss.start()
+                if self.start is not None:
+                    self.tokens += count_tokens(batch)
+
+            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+                if self.start is not None:
+                    self.losses.append(float(trainer.callback_metrics["train/loss"]))
+                    self.end = time.perf_counter()
+
+            def result(self) -> dict:
+                return {
+                    "tokens_per_s": self.tokens / (self.end - self.start),
+                    "peak_rss_mb": self.rss.stop(),
+                    "mean_loss": statistics.fmean(self.losses),
+                    "tokens": self.tokens,
+                }
+
+        return _Meter()
+
+
+def run_trl(args: argparse.Namespace, packing: bool) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    rows = []
+    for r in records(args):
+        user = f"{r['instruction']}\n\n{r['input']}" if r.get("input", "").strip() else r["instruction"]
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": user}],
+                "completion": [{"role": "assistant", "content": r["output"]}],
+            }
+        )
+    tokenizer = AutoTokenizer.from_pretrained(args.model, gguf_file=GGUF)
+    model = AutoModelForCausalLM.from_pretrained(
+        args.model, gguf_file=GGUF, dtype=torch.float32, attn_implementation="sdpa"
+    )
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+    state = {"losses": [], "start": None, "end": None}
+    rss = PeakRss()
+
+    class Counter(TrainerCallback):
+        def on_step_begin(self, a, trainer_state, control, **kw):
+            if trainer_state.global_step == args.warmup and state["start"] is None:
+                state["start"] = time.perf_counter()
+                rss.start()
+
+        def on_step_end(self, a, trainer_state, control, **kw):
+            if state["start"] is not None:
+                state["end"] = time.perf_counter()
+
+        def on_log(self, a, trainer_state, control, logs=None, **kw):
+            if state["start"] is not None and logs and "loss" in logs:
+                state["losses"].append(logs["loss"])
+
+    config = SFTConfig(
+        output_dir=str(Path(args.workdir) / "trl"),
+        per_device_train_batch_size=args.batch_size,
+        max_length=args.max_length,
+        max_steps=args.warmup + args.steps,
+        learning_rate=2e-4,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        bf16=args.precision == "bf16",
+        use_cpu=True,
+        packing=packing,
+        seed=0,
+        dataloader_num_workers=0,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=lora_config(),
+        callbacks=[Counter()],
+    )
+    collate = trainer.data_collator
+
+    batch_tokens: list[int] = []
+
+    def counting_collator(examples):
+        # Batches are collated in step order (no workers, no accumulation): batch i feeds optimiser step i.
+        batch = collate(examples)
+        mask = batch.get("attention_mask")
+        batch_tokens.append(int(mask.sum()) if mask is not None else int(batch["input_ids"].numel()))
+        return batch
+
+    trainer.data_collator = counting_collator
+    trainer.train()
+    tokens = sum(batch_tokens[args.warmup : args.warmup + args.steps])
+    return {
+        "tokens_per_s": tokens / (state["end"] - state["start"]),
+        "peak_rss_mb": rss.stop(),
+        "mean_loss": statistics.fmean(state["losses"]) if state["losses"] else None,
+        "tokens": tokens,
+    }
+
+
+def worker(args: argparse.Namespace) -> None:
+    torch_threads = os.environ.get("OMP_NUM_THREADS")
+    if args.worker == "lightning_ft":
+        result = run_lightning_ft(args)
+    else:
+        result = run_trl(args, packing=args.worker == "trl_packing")
+    result.update(system=args.worker, threads=torch_threads)
+    print("RESULT " + json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(DEFAULT_MODEL))
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    if not Path(args.data).exists():
+        sys.exit(f"{args.data} is missing (../shared/data ships with the team's checkouts)")
+    if not (Path(args.model) / GGUF).exists() and not (Path(args.model) / "config.json").exists():
+        subprocess.run([sys.executable, str(ROOT / "tools" / "fetch_smollm2.py"), "--dest", args.model], check=True)
+    runs: dict[str, list[dict]] = {system: [] for system in args.systems.split(",")}
+    import tempfile
+
+    for pair in range(args.pairs):
+        for system in runs:
+            with tempfile.TemporaryDirectory() as workdir:
+                command = [sys.executable, __file__, "--worker", system, "--workdir", workdir] + [
+                    f"--{k.replace('_', '-')}={v}"
+                    for k, v in vars(args).items()
+                    if k not in ("worker", "workdir", "systems", "pairs")
+                ]
+                output = subprocess.run(command, capture_output=True, text=True)
+                line = next((l for l in output.stdout.splitlines() if l.startswith("RESULT ")), None)
+                if line is None:
+                    sys.exit(f"{system} failed:\n{output.stdout[-3000:]}\n{output.stderr[-5000:]}")
+                result = json.loads(line[len("RESULT ") :])
+                runs[system].append(result)
+                print(f"pair {pair} {system}: {json.dumps(result)}", flush=True)
+    summary = {
+        "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "workdir")},
+        "lora": "r=16 alpha=32 all-linear",
+    }
+    for system, results in runs.items():
+        summary[f"{system}_tokens_per_s"] = statistics.median(r["tokens_per_s"] for r in results)
+        summary[f"{system}_peak_rss_mb"] = statistics.median(r["peak_rss_mb"] for r in results)
+        losses = [r["mean_loss"] for r in results if r["mean_loss"] is not None]
+        summary[f"{system}_mean_loss"] = statistics.median(losses) if losses else None
+    if "lightning_ft" in runs and "trl" in runs:
+        summary["ratio_tokens_per_s"] = summary["lightning_ft_tokens_per_s"] / summary["trl_tokens_per_s"]
+        summary["ratio_peak_rss"] = summary["lightning_ft_peak_rss_mb"] / summary["trl_peak_rss_mb"]
+    if "lightning_ft" in runs and "trl_packing" in runs:
+        summary["ratio_tokens_per_s_vs_trl_packing"] = (
+            summary["lightning_ft_tokens_per_s"] / summary["trl_packing_tokens_per_s"]
+        )
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
