@@ -17,6 +17,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -78,7 +79,7 @@ def run_lightning_ft(args: argparse.Namespace) -> dict:
     data_path.write_text("".join(json.dumps(r) + "\n" for r in records(args)))
     bf16 = args.precision == "bf16"
     module = SFT(
-        ModelSpec(path=args.model, dtype="bfloat16" if bf16 else "float32"),
+        ModelSpec(path=args.model, tokenizer_path=args.tokenizer, dtype="bfloat16" if bf16 else "float32"),
         peft=lora_config(),
         optimizer=lambda params: torch.optim.AdamW(params, lr=2e-4, weight_decay=0.0),
         lr_scheduler="constant",
@@ -153,14 +154,8 @@ def run_trl(args: argparse.Namespace, packing: bool) -> dict:
                 "completion": [{"role": "assistant", "content": r["output"]}],
             }
         )
-    tokenizer = AutoTokenizer.from_pretrained(args.model, gguf_file=GGUF)
-    model = AutoModelForCausalLM.from_pretrained(
-        args.model, gguf_file=GGUF, dtype=torch.float32, attn_implementation="sdpa"
-    )
-    model.hf_quantizer = None
-    model.is_quantized = False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, attn_implementation="sdpa")
 
     state = {"losses": [], "start": None, "end": None}
     rss = PeakRss()
@@ -239,6 +234,7 @@ def worker(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
+    parser.add_argument("--tokenizer", help=argparse.SUPPRESS)
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -253,12 +249,23 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    args.workdir_root = tempfile.mkdtemp(prefix="sft-bench-")
     if not Path(args.data).exists():
         sys.exit(f"{args.data} is missing (../shared/data ships with the team's checkouts)")
     if not (Path(args.model) / GGUF).exists() and not (Path(args.model) / "config.json").exists():
         subprocess.run([sys.executable, str(ROOT / "tools" / "fetch_smollm2.py"), "--dest", args.model], check=True)
+    if (Path(args.model) / GGUF).exists():
+        # transformers keeps GGUF weights packed and casts around every matmul in bf16: give both systems the same
+        # plain safetensors copy (converted once, cached) so neither pays for the file format.
+        from lightning_ft.model.spec import ModelSpec, dequantized_gguf_dir
+
+        spec = ModelSpec(path=args.model)
+        args.tokenizer = str(Path(args.workdir_root) / "tokenizer")
+        spec.load_tokenizer().save_pretrained(args.tokenizer)
+        args.model = str(dequantized_gguf_dir(spec))
+    else:
+        args.tokenizer = args.model
     runs: dict[str, list[dict]] = {system: [] for system in args.systems.split(",")}
-    import tempfile
 
     for pair in range(args.pairs):
         for system in runs:
@@ -266,17 +273,17 @@ def main() -> None:
                 command = [sys.executable, __file__, "--worker", system, "--workdir", workdir] + [
                     f"--{k.replace('_', '-')}={v}"
                     for k, v in vars(args).items()
-                    if k not in ("worker", "workdir", "systems", "pairs")
+                    if k not in ("worker", "workdir", "systems", "pairs", "workdir_root")
                 ]
                 output = subprocess.run(command, capture_output=True, text=True)
-                line = next((l for l in output.stdout.splitlines() if l.startswith("RESULT ")), None)
+                line = next((row for row in output.stdout.splitlines() if row.startswith("RESULT ")), None)
                 if line is None:
                     sys.exit(f"{system} failed:\n{output.stdout[-3000:]}\n{output.stderr[-5000:]}")
                 result = json.loads(line[len("RESULT ") :])
                 runs[system].append(result)
                 print(f"pair {pair} {system}: {json.dumps(result)}", flush=True)
     summary = {
-        "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "workdir")},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "workdir", "workdir_root")},
         "lora": "r=16 alpha=32 all-linear",
     }
     for system, results in runs.items():
