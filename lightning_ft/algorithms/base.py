@@ -7,11 +7,13 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from transformers import get_scheduler
 
+from lightning_ft.model.compile import compile_decoder_layers
 from lightning_ft.model.freeze import FreezePolicy
+from lightning_ft.model.precision import slow_bf16_warning
 from lightning_ft.model.spec import ModelSpec
 from lightning_ft.model.trainable import AdapterConfig, build_trainable_model, count_parameters
 
@@ -28,6 +30,8 @@ class FineTuneModule(L.LightningModule):
             `BottleneckConfig`. ``None`` trains the full model (or what ``freeze`` leaves trainable).
         freeze: Freeze-tuning: which decoder layers / modules of the full model train.
         gradient_checkpointing: Recompute activations in backward to save memory.
+        compile: ``torch.compile`` the decoder layers: ``true``, or a dict of `torch.compile` options
+            (default ``{"dynamic": true}``). Needs a C++ compiler on CPU; the first steps are slow while it compiles.
         optimizer: Optimiser class and arguments; weight decay skips biases and norm weights.
         lr_scheduler: Learning-rate schedule after warmup.
         warmup_steps: Linear warmup length in optimiser steps (or use ``warmup_ratio``).
@@ -40,6 +44,7 @@ class FineTuneModule(L.LightningModule):
         peft: AdapterConfig | None = None,
         freeze: FreezePolicy | None = None,
         gradient_checkpointing: bool = False,
+        compile: bool | dict[str, Any] = False,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: ScheduleName = "cosine",
         warmup_steps: int = 0,
@@ -52,6 +57,7 @@ class FineTuneModule(L.LightningModule):
         self.peft = peft
         self.freeze = freeze
         self.gradient_checkpointing = gradient_checkpointing
+        self.compile_options = compile
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.warmup_steps = warmup_steps
@@ -67,8 +73,18 @@ class FineTuneModule(L.LightningModule):
             return
         self.model = build_trainable_model(self.model_spec, self.peft, self.freeze, self.gradient_checkpointing)
         self.model.train()  # from_pretrained returns eval mode; dropout must be live while training
+        if self.compile_options:
+            options = self.compile_options if isinstance(self.compile_options, dict) else {}
+            compiled = compile_decoder_layers(self.model, options)
+            rank_zero_info(f"torch.compile: {compiled} decoder layers")
         trainable, total = count_parameters(self.model)
         rank_zero_info(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)")
+
+    def on_fit_start(self) -> None:
+        dtype = next(self.model.parameters()).dtype
+        message = slow_bf16_warning(self.device.type, self.trainer.precision, dtype)
+        if message:
+            rank_zero_warn(message)
 
     def configure_optimizers(self) -> dict[str, Any]:
         decay, no_decay = [], []
