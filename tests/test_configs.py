@@ -22,6 +22,7 @@ def test_there_are_recipes_for_every_method():
         "full",
         "freeze",
         "lora",
+        "lora_bf16",
         "dora",
         "rslora",
         "qlora",
@@ -34,7 +35,7 @@ def test_there_are_recipes_for_every_method():
         "quickstart",
     }
     assert expected <= names
-    assert len(CONFIGS) >= 13
+    assert len(CONFIGS) >= 14
 
 
 def instantiate(args: list[str]) -> FineTuneCLI:

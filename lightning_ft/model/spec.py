@@ -13,6 +13,11 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from lightning_ft.model.chat_templates import resolve_chat_template
 
+try:  # transformers versions that can keep GGUF weights packed; older ones always dequantize on load
+    from transformers import GgufConfig
+except ImportError:  # pragma: no cover
+    GgufConfig = None
+
 DTypeName = Literal["float32", "bfloat16", "float16", "auto"]
 
 
@@ -97,7 +102,8 @@ class ModelSpec:
             "dtype": torch_dtype(self.dtype),
         }
         if gguf_file is not None:
-            kwargs["gguf_file"] = gguf_file
+            # Plain dense weights: trainable, wrappable by any adapter, exported as ordinary safetensors.
+            kwargs.update(gguf_file=gguf_file, **dense_gguf_kwargs())
         if self.attn_implementation is not None:
             kwargs["attn_implementation"] = self.attn_implementation
         if self.quantization is not None:
@@ -122,6 +128,10 @@ def torch_dtype(name: DTypeName) -> torch.dtype | str:
     return "auto" if name == "auto" else getattr(torch, name)
 
 
+def dense_gguf_kwargs() -> dict[str, Any]:
+    return {} if GgufConfig is None else {"quantization_config": GgufConfig(dequantize=True)}
+
+
 def drop_gguf_quantization(model: PreTrainedModel) -> None:
     """Forget that the weights came from a GGUF file: they are dequantized already, and `save_pretrained` refuses
     to write a model that still carries the GGUF quantization config."""
@@ -141,7 +151,9 @@ def dequantized_gguf_dir(spec: ModelSpec) -> Path:
     cache_root = Path(os.environ.get("LIGHTNING_FT_CACHE", Path.home() / ".cache" / "lightning_ft"))
     target = cache_root / "gguf" / f"{gguf_path.stem}-{key}"
     if not (target / "config.json").exists():
-        model = AutoModelForCausalLM.from_pretrained(spec.path, gguf_file=spec.gguf_file, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.path, gguf_file=spec.gguf_file, dtype=torch.float32, **dense_gguf_kwargs()
+        )
         drop_gguf_quantization(model)
         partial = target.with_name(target.name + f".partial-{os.getpid()}")
         model.save_pretrained(partial)
