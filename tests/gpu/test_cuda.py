@@ -1,0 +1,94 @@
+"""Runs that need a CUDA device (skipped elsewhere): bf16 training, chunked loss, flash-attention varlen packing,
+QLoRA. One prepared command on a GPU machine: `pytest -m gpu`."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import peft
+import pytest
+import torch
+from transformers import BitsAndBytesConfig
+
+from lightning_ft.algorithms import SFT
+from lightning_ft.data.collate import PadCollator
+from lightning_ft.data.packing import PackingCollator
+from lightning_ft.losses import chunked_cross_entropy, cross_entropy
+from lightning_ft.model import ModelSpec
+from tests.helpers import repeated_batch_loader, short_fit, tokenized_examples
+
+pytestmark = pytest.mark.gpu
+
+
+def lora(**kwargs) -> peft.LoraConfig:
+    return peft.LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False, **kwargs)
+
+
+@pytest.mark.parametrize("dtype, precision", [("bfloat16", "bf16-mixed"), ("float32", "bf16-mixed")])
+def test_bf16_lora_trains_on_cuda(tiny_model_dir, tiny_tokenizer, dtype, precision):
+    torch.manual_seed(0)
+    module = SFT(
+        ModelSpec(path=str(tiny_model_dir), dtype=dtype),
+        peft=lora(),
+        optimizer=lambda params: torch.optim.AdamW(params, lr=1e-2),
+    )
+    loader = repeated_batch_loader(tiny_tokenizer, steps=8)
+    recorder = short_fit(module, loader, steps=8, accelerator="cuda", devices=1, precision=precision)
+    assert recorder.losses[-1] < 0.8 * recorder.losses[0]
+
+
+def test_chunked_cross_entropy_matches_plain_on_cuda():
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 33, 64, device="cuda", requires_grad=True)
+    projection = torch.nn.Linear(64, 1000, bias=False, device="cuda")
+    labels = torch.randint(0, 1000, (2, 33), device="cuda")
+    labels[:, :5] = -100
+    results = []
+    for loss_fn in (cross_entropy, chunked_cross_entropy):
+        hidden.grad = projection.weight.grad = None
+        loss_sum, count = loss_fn(hidden, projection, labels)
+        loss_sum.backward()
+        results.append((loss_sum.detach(), count, hidden.grad.clone(), projection.weight.grad.clone()))
+    for plain, chunked in zip(*results, strict=True):
+        torch.testing.assert_close(chunked, plain, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("flash_attn") is None, reason="flash-attn is not installed")
+def test_flash_attention_varlen_packing_equals_one_by_one(tiny_model_dir, tiny_tokenizer):
+    torch.manual_seed(0)
+    module = SFT(
+        ModelSpec(path=str(tiny_model_dir), dtype="bfloat16", attn_implementation="flash_attention_2"),
+        loss_fn=cross_entropy,
+    )
+    module.configure_model()
+    module.model.cuda().eval()
+    examples = tokenized_examples(tiny_tokenizer)
+    packed = PackingCollator(tiny_tokenizer.pad_token_id)(
+        [{"input_ids": [e["input_ids"] for e in examples], "labels": [e["labels"] for e in examples]}]
+    )
+    with torch.no_grad():
+        packed_sum, packed_count = module._step({k: v.cuda() for k, v in packed.items()})
+        singles = [
+            module._step({k: v.cuda() for k, v in PadCollator(tiny_tokenizer.pad_token_id)([e]).items()})
+            for e in examples
+        ]
+    assert packed_count == sum(count for _, count in singles)
+    torch.testing.assert_close(packed_sum.float(), sum(s for s, _ in singles).float(), atol=0.05, rtol=1e-2)
+
+
+def test_qlora_nf4_trains_on_cuda(tiny_model_dir, tiny_tokenizer):
+    torch.manual_seed(0)
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+    module = SFT(
+        ModelSpec(path=str(tiny_model_dir), quantization=quantization),
+        peft=lora(),
+        optimizer=lambda params: torch.optim.AdamW(params, lr=1e-2),
+    )
+    loader = repeated_batch_loader(tiny_tokenizer, steps=8)
+    recorder = short_fit(module, loader, steps=8, accelerator="cuda", devices=1, precision="bf16-mixed")
+    assert recorder.losses[-1] < 0.8 * recorder.losses[0]
