@@ -27,6 +27,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "sft_alpaca" / "alpaca_gpt4_en_
 DEFAULT_MODEL = ROOT / ".cache" / "models" / "smollm2"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SYSTEMS = ("lightning_ft", "trl", "trl_packing")
+OPTIONAL_SYSTEMS = ("lightning_ft_compiled",)  # lightning_ft with `compile: true`
 
 
 class PeakRss:
@@ -55,9 +56,107 @@ class PeakRss:
 
 
 def records(args: argparse.Namespace) -> list[dict]:
-    lines = Path(args.data).read_text().splitlines()
-    needed = args.batch_size * (args.warmup + args.steps) * 4  # packing needs more records per step
+    """The training slice: enough records for every step (TRL's packing takes about twice as many per step)."""
+    lines = Path(args.data).read_text().splitlines()[args.heldout :]
+    needed = args.batch_size * (args.warmup + args.steps) * 3
     return [json.loads(line) for line in lines[:needed]]
+
+
+def heldout_records(args: argparse.Namespace) -> list[dict]:
+    lines = Path(args.data).read_text().splitlines()[: args.heldout]
+    return [json.loads(line) for line in lines]
+
+
+def to_chat(record: dict) -> tuple[list[dict], list[dict]]:
+    user = f"{record['instruction']}\n\n{record['input']}" if record.get("input", "").strip() else record["instruction"]
+    return [{"role": "user", "content": user}], [{"role": "assistant", "content": record["output"]}]
+
+
+def heldout_loss(model, tokenizer, args: argparse.Namespace) -> float:
+    """Mean cross-entropy per response token on the held-out records; the same code scores both systems."""
+    import torch
+
+    loss_sum, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for record in heldout_records(args):
+            prompt, completion = to_chat(record)
+            prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+            full_ids = tokenizer.apply_chat_template(prompt + completion, tokenize=True)
+            prompt_ids = list(getattr(prompt_ids, "input_ids", prompt_ids))
+            full_ids = list(getattr(full_ids, "input_ids", full_ids))[: args.max_length]
+            input_ids = torch.tensor([full_ids], device=next(model.parameters()).device)
+            labels = input_ids.clone()
+            labels[:, : len(prompt_ids)] = -100
+            logits = model(input_ids=input_ids).logits.float()
+            loss_sum += float(
+                torch.nn.functional.cross_entropy(logits[0, :-1], labels[0, 1:], ignore_index=-100, reduction="sum")
+            )
+            count += int((labels[0, 1:] != -100).sum())
+    model.train(was_training)
+    return loss_sum / count
+
+
+def packed_rows(args: argparse.Namespace) -> int:
+    """Rows of ``max_length`` tokens that ``batch_size`` conversations fill on average: the packed batch size that
+    does the same work per optimiser step as a padded batch of ``batch_size`` conversations (used for both packers).
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    lengths = []
+    for record in records(args):
+        prompt, completion = to_chat(record)
+        ids = tokenizer.apply_chat_template(prompt + completion, tokenize=True)
+        lengths.append(min(len(getattr(ids, "input_ids", ids)), args.max_length))
+    return max(1, round(args.batch_size * statistics.fmean(lengths) / args.max_length))
+
+
+def attn_implementation(args: argparse.Namespace) -> str:
+    """flash-attention (varlen over packed rows) on GPU when installed, else PyTorch SDPA; the same for both."""
+    if args.accelerator == "cuda":
+        try:
+            import flash_attn  # noqa: F401
+
+            return "flash_attention_2"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+def model_flops_per_token(model, mean_context: float) -> float:
+    """Model FLOPs of one trained token with LoRA: forward (2 per frozen or trainable weight) and input gradients (2)
+    through every matmul weight, weight gradients (2) for trainable ones only, and causal attention over
+    ``mean_context`` earlier tokens (forward 4, backward 8 per layer and hidden unit). Recomputation is not counted."""
+    import torch
+
+    frozen = trainable = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            for parameter in module.parameters(recurse=False):
+                if parameter.ndim == 2:
+                    if parameter.requires_grad:
+                        trainable += parameter.numel()
+                    else:
+                        frozen += parameter.numel()
+    config = model.config
+    attention = 12 * config.num_hidden_layers * config.hidden_size * mean_context
+    return 4 * frozen + 6 * trainable + attention
+
+
+def add_device_metrics(result: dict, model, mean_length: float) -> None:
+    """Achieved model TFLOP/s (and MFU against the chip's bf16 peak on GPU); peak GPU memory."""
+    import torch
+    from lightning.fabric.utilities.throughput import get_available_flops
+
+    flops = model_flops_per_token(model, mean_length / 2) * result["tokens_per_s"]
+    result["model_tflops_per_s"] = flops / 1e12
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        peak = get_available_flops(device, torch.bfloat16)
+        result["mfu"] = flops / peak if peak else None
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
 
 
 def lora_config():
@@ -79,28 +178,50 @@ def run_lightning_ft(args: argparse.Namespace) -> dict:
     data_path.write_text("".join(json.dumps(r) + "\n" for r in records(args)))
     bf16 = args.precision == "bf16"
     module = SFT(
-        ModelSpec(path=args.model, tokenizer_path=args.tokenizer, dtype="bfloat16" if bf16 else "float32"),
+        ModelSpec(
+            path=args.model,
+            tokenizer_path=args.tokenizer,
+            dtype="bfloat16" if bf16 else "float32",
+            attn_implementation=attn_implementation(args),
+        ),
         peft=lora_config(),
+        compile=args.worker == "lightning_ft_compiled",
+        gradient_checkpointing=args.gradient_checkpointing == "on",
         optimizer=lambda params: torch.optim.AdamW(params, lr=2e-4, weight_decay=0.0),
         lr_scheduler="constant",
     )
     data = InstructionData(
-        str(data_path), max_length=args.max_length, batch_size=args.batch_size, seed=0, tokenizer=module.tokenizer
+        str(data_path),
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        tokenizer=module.tokenizer,
     )
+    data.prepare_data()
+    data.setup("fit")
+    data.batch_size = args.packed_rows
+    mean_length = statistics.fmean(len(ids) for ids in data.datasets["train"]["input_ids"])
     meter = StepMeter(args.warmup, real_tokens)
     trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator=args.accelerator,
+        devices=1,
         max_steps=args.warmup + args.steps,
         precision="bf16-mixed" if bf16 else "32-true",
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        gradient_clip_val=1.0,  # as TRL (transformers' Trainer: max_grad_norm=1.0)
         callbacks=[meter],
     )
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     trainer.fit(module, datamodule=data)
-    return meter.result()
+    result = meter.result()
+    add_device_metrics(result, module.model, mean_length)
+    result.update(rows_per_step=data.batch_size, heldout_loss=heldout_loss(module.model, module.tokenizer, args))
+    with module.model.disable_adapter():
+        result["base_heldout_loss"] = heldout_loss(module.model, module.tokenizer, args)
+    return result
 
 
 class StepMeter:
@@ -134,6 +255,7 @@ class StepMeter:
                     "peak_rss_mb": self.rss.stop(),
                     "mean_loss": statistics.fmean(self.losses),
                     "tokens": self.tokens,
+                    "tokens_per_step": self.tokens / len(self.losses),
                 }
 
         return _Meter()
@@ -145,17 +267,11 @@ def run_trl(args: argparse.Namespace, packing: bool) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    rows = []
-    for r in records(args):
-        user = f"{r['instruction']}\n\n{r['input']}" if r.get("input", "").strip() else r["instruction"]
-        rows.append(
-            {
-                "prompt": [{"role": "user", "content": user}],
-                "completion": [{"role": "assistant", "content": r["output"]}],
-            }
-        )
+    rows = [dict(zip(("prompt", "completion"), to_chat(r), strict=True)) for r in records(args)]
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_pretrained(
+        args.model, dtype=torch.float32, attn_implementation=attn_implementation(args)
+    )
 
     state = {"losses": [], "start": None, "end": None}
     rss = PeakRss()
@@ -176,7 +292,7 @@ def run_trl(args: argparse.Namespace, packing: bool) -> dict:
 
     config = SFTConfig(
         output_dir=str(Path(args.workdir) / "trl"),
-        per_device_train_batch_size=args.batch_size,
+        per_device_train_batch_size=args.packed_rows if packing else args.batch_size,
         max_length=args.max_length,
         max_steps=args.warmup + args.steps,
         learning_rate=2e-4,
@@ -186,9 +302,10 @@ def run_trl(args: argparse.Namespace, packing: bool) -> dict:
         report_to=[],
         save_strategy="no",
         bf16=args.precision == "bf16",
-        use_cpu=True,
+        use_cpu=args.accelerator == "cpu",
         packing=packing,
-        seed=0,
+        gradient_checkpointing=args.gradient_checkpointing == "on",
+        seed=args.seed,
         dataloader_num_workers=0,
     )
     trainer = SFTTrainer(
@@ -213,17 +330,25 @@ def run_trl(args: argparse.Namespace, packing: bool) -> dict:
     trainer.data_collator = counting_collator
     trainer.train()
     tokens = sum(batch_tokens[args.warmup : args.warmup + args.steps])
-    return {
+    result = {
         "tokens_per_s": tokens / (state["end"] - state["start"]),
         "peak_rss_mb": rss.stop(),
         "mean_loss": statistics.fmean(state["losses"]) if state["losses"] else None,
         "tokens": tokens,
+        "tokens_per_step": tokens / args.steps,
+        "heldout_loss": heldout_loss(trainer.model, tokenizer, args),
     }
+    if packing:
+        mean_length = statistics.fmean(n for row in trainer.train_dataset["seq_lengths"] for n in row)
+    else:
+        mean_length = statistics.fmean(min(len(ids), args.max_length) for ids in trainer.train_dataset["input_ids"])
+    add_device_metrics(result, trainer.model, mean_length)
+    return result
 
 
 def worker(args: argparse.Namespace) -> None:
     torch_threads = os.environ.get("OMP_NUM_THREADS")
-    if args.worker == "lightning_ft":
+    if args.worker.startswith("lightning_ft"):
         result = run_lightning_ft(args)
     else:
         result = run_trl(args, packing=args.worker == "trl_packing")
@@ -242,8 +367,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0, help="data order and adapter initialisation, both systems")
+    parser.add_argument("--heldout", type=int, default=24, help="records held out to compare the trained models")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
-    parser.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--gradient-checkpointing", choices=["on", "off"], default="on", help="for both systems (TRL's default: on)"
+    )
+    parser.add_argument("--accelerator", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--packed-rows", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=SYSTEMS + OPTIONAL_SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -265,6 +397,7 @@ def main() -> None:
         args.model = str(dequantized_gguf_dir(spec))
     else:
         args.tokenizer = args.model
+    args.packed_rows = packed_rows(args)
     runs: dict[str, list[dict]] = {system: [] for system in args.systems.split(",")}
 
     for pair in range(args.pairs):
@@ -291,6 +424,10 @@ def main() -> None:
         summary[f"{system}_peak_rss_mb"] = statistics.median(r["peak_rss_mb"] for r in results)
         losses = [r["mean_loss"] for r in results if r["mean_loss"] is not None]
         summary[f"{system}_mean_loss"] = statistics.median(losses) if losses else None
+        summary[f"{system}_heldout_loss"] = statistics.median(r["heldout_loss"] for r in results)
+        summary[f"{system}_tokens_per_step"] = statistics.median(r["tokens_per_step"] for r in results)
+    if "lightning_ft" in runs:
+        summary["base_heldout_loss"] = runs["lightning_ft"][0]["base_heldout_loss"]
     if "lightning_ft" in runs and "trl" in runs:
         summary["ratio_tokens_per_s"] = summary["lightning_ft_tokens_per_s"] / summary["trl_tokens_per_s"]
         summary["ratio_peak_rss"] = summary["lightning_ft_peak_rss_mb"] / summary["trl_peak_rss_mb"]
