@@ -1,0 +1,178 @@
+"""Preference losses: the DPO family (DPO, cDPO, robust, hinge, IPO), the reference-free SimPO and ORPO, unpaired
+KTO, and the Bradley-Terry reward-model loss.
+
+Every function takes per-example sequence log-probabilities (or rewards) and returns per-example losses first, then
+the quantities worth logging, so a module reduces them as it likes (mean, token-weighted, across devices).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+DPOLossType = Literal["sigmoid", "ipo", "hinge", "robust"]
+DPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "ipo", "hinge", "robust")
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+    loss_type: DPOLossType = "sigmoid",
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Direct preference optimisation and its variants, on the margin
+    ``h = (policy_chosen - reference_chosen) - (policy_rejected - reference_rejected)``.
+
+    - ``sigmoid`` (DPO): ``-log σ(βh)``; with ``label_smoothing = ε > 0`` it is cDPO (conservative DPO, labels flipped
+      with probability ε): ``-(1-ε) log σ(βh) - ε log σ(-βh)``.
+    - ``robust`` (rDPO): the unbiased estimate under label noise ε:
+      ``(-(1-ε) log σ(βh) + ε log σ(-βh)) / (1 - 2ε)``.
+    - ``hinge`` (SLiC): ``max(0, 1 - βh)``.
+    - ``ipo``: ``(h - 1/(2β))²``. Pass log-probs averaged over each response's tokens (as the IPO authors do), not
+      summed: the DPO module does this for ``ipo``.
+
+    Args:
+        policy_chosen_logps: ``(batch,)`` log-probability of each chosen response under the policy.
+        policy_rejected_logps: ``(batch,)`` same for the rejected responses.
+        reference_chosen_logps: ``(batch,)`` chosen responses under the reference model.
+        reference_rejected_logps: ``(batch,)`` rejected responses under the reference model.
+        beta: Inverse temperature (the KL penalty's strength; IPO's τ).
+        loss_type: One of ``sigmoid``, ``ipo``, ``hinge``, ``robust``.
+        label_smoothing: Assumed probability ε that a pair's preference is flipped (``sigmoid`` and ``robust``).
+
+    Returns:
+        ``(losses, chosen_rewards, rejected_rewards)``, each ``(batch,)``; the implicit rewards
+        ``β (policy - reference)`` are detached.
+    """
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    if label_smoothing and loss_type not in ("sigmoid", "robust"):
+        raise ValueError(f"label_smoothing applies to the sigmoid and robust losses, not {loss_type!r}")
+    margin = (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)
+    if loss_type == "sigmoid":
+        losses = -(1 - label_smoothing) * F.logsigmoid(beta * margin) - label_smoothing * F.logsigmoid(-beta * margin)
+    elif loss_type == "robust":
+        losses = (
+            -(1 - label_smoothing) * F.logsigmoid(beta * margin) + label_smoothing * F.logsigmoid(-beta * margin)
+        ) / (1 - 2 * label_smoothing)
+    elif loss_type == "hinge":
+        losses = torch.relu(1 - beta * margin)
+    elif loss_type == "ipo":
+        losses = (margin - 1 / (2 * beta)) ** 2
+    else:
+        raise ValueError(f"Unknown DPO loss_type {loss_type!r}; valid: {', '.join(DPO_LOSS_TYPES)}")
+    chosen_rewards = beta * (policy_chosen_logps - reference_chosen_logps).detach()
+    rejected_rewards = beta * (policy_rejected_logps - reference_rejected_logps).detach()
+    return losses, chosen_rewards, rejected_rewards
+
+
+def simpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    beta: float = 2.0,
+    gamma_beta_ratio: float = 0.5,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SimPO: reference-free, on length-averaged log-probs, with a target margin γ:
+    ``-(1-ε) log σ(β(c - r) - γ) - ε log σ(-(β(c - r) - γ))`` where ``γ = β · gamma_beta_ratio``.
+
+    Args:
+        policy_chosen_logps: ``(batch,)`` chosen log-probs *averaged over the response's tokens*.
+        policy_rejected_logps: ``(batch,)`` rejected, averaged likewise.
+        beta: Reward scale.
+        gamma_beta_ratio: Target margin over β.
+        label_smoothing: Probability ε of a flipped preference.
+
+    Returns:
+        ``(losses, chosen_rewards, rejected_rewards)``, each ``(batch,)``; rewards ``β · logps``, detached.
+    """
+    logits = beta * (policy_chosen_logps - policy_rejected_logps) - beta * gamma_beta_ratio
+    losses = -(1 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
+    return losses, beta * policy_chosen_logps.detach(), beta * policy_rejected_logps.detach()
+
+
+def orpo_loss(
+    policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor, beta: float = 0.1
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ORPO's odds-ratio term (the module adds the NLL of the chosen response):
+    ``-β log σ(log odds(c) - log odds(r))`` with ``log odds(p) = log p - log(1 - p)``.
+
+    Args:
+        policy_chosen_logps: ``(batch,)`` chosen log-probs *averaged over the response's tokens* (so ``p < 1``).
+        policy_rejected_logps: ``(batch,)`` rejected, averaged likewise.
+        beta: Weight of the odds-ratio term (ORPO's λ).
+
+    Returns:
+        ``(losses, chosen_rewards, rejected_rewards)``, each ``(batch,)``; rewards ``β · logps``, detached.
+    """
+    log_odds = (policy_chosen_logps - policy_rejected_logps) - (
+        torch.log1p(-torch.exp(policy_chosen_logps)) - torch.log1p(-torch.exp(policy_rejected_logps))
+    )
+    losses = -beta * F.logsigmoid(log_odds)
+    return losses, beta * policy_chosen_logps.detach(), beta * policy_rejected_logps.detach()
+
+
+def kto_loss(
+    policy_logps: torch.Tensor,
+    reference_logps: torch.Tensor,
+    desirable: torch.Tensor,
+    reference_point: torch.Tensor,
+    beta: float = 0.1,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """KTO on unpaired responses: with ``r = policy - reference`` and reference point ``z`` (an estimate of the
+    policy-reference KL, clamped at 0 and detached),
+    desirable: ``w_d (1 - σ(β(r - z)))``; undesirable: ``w_u (1 - σ(β(z - r)))``.
+
+    Args:
+        policy_logps: ``(batch,)`` response log-probs under the policy.
+        reference_logps: ``(batch,)`` under the reference.
+        desirable: ``(batch,)`` bool, True for desirable responses.
+        reference_point: scalar KL estimate ``z`` (e.g. the batch mean of policy - reference log-probs of
+            mismatched prompt/response pairs).
+        beta: Inverse temperature.
+        desirable_weight: ``w_d``.
+        undesirable_weight: ``w_u``.
+
+    Returns:
+        ``(losses, rewards)``, each ``(batch,)``; rewards ``β r``, detached.
+    """
+    z = reference_point.detach().clamp(min=0)
+    log_ratio = policy_logps - reference_logps
+    desirable_losses = desirable_weight * (1 - torch.sigmoid(beta * (log_ratio - z)))
+    undesirable_losses = undesirable_weight * (1 - torch.sigmoid(beta * (z - log_ratio)))
+    losses = torch.where(desirable, desirable_losses, undesirable_losses)
+    return losses, beta * log_ratio.detach()
+
+
+def bradley_terry_loss(
+    chosen_rewards: torch.Tensor,
+    rejected_rewards: torch.Tensor,
+    margin: torch.Tensor | None = None,
+    center_rewards_coefficient: float = 0.0,
+) -> torch.Tensor:
+    """Reward-model loss ``-log σ(r_c - r_r - m) + c (r_c + r_r)²``: the Bradley-Terry likelihood with an optional
+    per-pair margin ``m`` (Llama 2) and a term that keeps rewards centred at zero.
+
+    Args:
+        chosen_rewards: ``(batch,)`` scalar rewards of the chosen responses.
+        rejected_rewards: ``(batch,)`` of the rejected ones.
+        margin: ``(batch,)`` required margins, or ``None``.
+        center_rewards_coefficient: ``c``.
+
+    Returns:
+        ``(batch,)`` losses.
+    """
+    difference = chosen_rewards - rejected_rewards
+    if margin is not None:
+        difference = difference - margin
+    losses = -F.logsigmoid(difference)
+    if center_rewards_coefficient:
+        losses = losses + center_rewards_coefficient * (chosen_rewards + rejected_rewards) ** 2
+    return losses

@@ -1,0 +1,106 @@
+"""Preference losses against closed forms on hand-made log-probabilities."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lightning_ft.losses.preference import bradley_terry_loss, dpo_loss, kto_loss, orpo_loss, simpo_loss
+
+# Two pairs. Pair 0: margin h = (-1 - -1.5) - (-2 - -1.5) = 1.0. Pair 1: h = (-3 - -2) - (-1 - -2) = -2.0.
+POLICY_CHOSEN = torch.tensor([-1.0, -3.0])
+POLICY_REJECTED = torch.tensor([-2.0, -1.0])
+REFERENCE_CHOSEN = torch.tensor([-1.5, -2.0])
+REFERENCE_REJECTED = torch.tensor([-1.5, -2.0])
+MARGINS = (1.0, -2.0)
+
+
+def log_sigmoid(x: float) -> float:
+    return -math.log1p(math.exp(-x))
+
+
+def dpo(loss_type: str, beta: float, label_smoothing: float = 0.0):
+    return dpo_loss(
+        POLICY_CHOSEN, POLICY_REJECTED, REFERENCE_CHOSEN, REFERENCE_REJECTED, beta, loss_type, label_smoothing
+    )
+
+
+@pytest.mark.parametrize(
+    "loss_type, label_smoothing, closed_form",
+    [
+        ("sigmoid", 0.0, lambda h, b, e: -log_sigmoid(b * h)),
+        ("sigmoid", 0.2, lambda h, b, e: -(1 - e) * log_sigmoid(b * h) - e * log_sigmoid(-b * h)),
+        ("robust", 0.2, lambda h, b, e: (-(1 - e) * log_sigmoid(b * h) + e * log_sigmoid(-b * h)) / (1 - 2 * e)),
+        ("hinge", 0.0, lambda h, b, e: max(0.0, 1 - b * h)),
+        ("ipo", 0.0, lambda h, b, e: (h - 1 / (2 * b)) ** 2),
+    ],
+)
+@pytest.mark.parametrize("beta", [0.1, 2.0])
+def test_dpo_family_closed_forms(loss_type, label_smoothing, closed_form, beta):
+    losses, chosen_rewards, rejected_rewards = dpo(loss_type, beta, label_smoothing)
+    expected = torch.tensor([closed_form(h, beta, label_smoothing) for h in MARGINS])
+    torch.testing.assert_close(losses, expected, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(chosen_rewards, beta * torch.tensor([0.5, -1.0]))
+    torch.testing.assert_close(rejected_rewards, beta * torch.tensor([-0.5, 1.0]))
+
+
+def test_dpo_exact_value_and_gradient_direction():
+    policy_chosen = POLICY_CHOSEN.clone().requires_grad_(True)
+    losses, _, _ = dpo_loss(policy_chosen, POLICY_REJECTED, REFERENCE_CHOSEN, REFERENCE_REJECTED, beta=0.1)
+    assert losses[0].item() == pytest.approx(math.log1p(math.exp(-0.1)), abs=1e-7)  # 0.644397
+    losses.sum().backward()
+    assert (policy_chosen.grad < 0).all()  # descending the loss raises the chosen log-probs
+
+
+def test_dpo_rejects_unknown_type_and_misplaced_smoothing():
+    with pytest.raises(ValueError, match="valid: sigmoid, ipo, hinge, robust"):
+        dpo("nope", 0.1)
+    with pytest.raises(ValueError, match="label_smoothing applies"):
+        dpo("ipo", 0.1, 0.1)
+
+
+def test_simpo_closed_form():
+    beta, ratio, eps = 2.0, 0.5, 0.1
+    losses, chosen_rewards, _ = simpo_loss(POLICY_CHOSEN, POLICY_REJECTED, beta, ratio, eps)
+    expected = []
+    for c, r in zip(POLICY_CHOSEN.tolist(), POLICY_REJECTED.tolist(), strict=True):
+        x = beta * (c - r) - beta * ratio
+        expected.append(-(1 - eps) * log_sigmoid(x) - eps * log_sigmoid(-x))
+    torch.testing.assert_close(losses, torch.tensor(expected), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(chosen_rewards, beta * POLICY_CHOSEN)
+
+
+def test_orpo_closed_form():
+    chosen, rejected = torch.tensor([-0.5, -2.0]), torch.tensor([-1.0, -0.25])
+    losses, _, _ = orpo_loss(chosen, rejected, beta=0.1)
+    expected = []
+    for c, r in zip(chosen.tolist(), rejected.tolist(), strict=True):
+        log_odds = (c - math.log(1 - math.exp(c))) - (r - math.log(1 - math.exp(r)))
+        expected.append(-0.1 * log_sigmoid(log_odds))
+    torch.testing.assert_close(losses, torch.tensor(expected), atol=1e-6, rtol=1e-6)
+
+
+def test_kto_closed_form_with_clamped_reference_point():
+    policy = torch.tensor([-1.0, -2.0, -0.5])
+    reference = torch.tensor([-1.5, -1.0, -0.5])
+    desirable = torch.tensor([True, False, True])
+    beta, weight_d, weight_u = 0.5, 1.0, 1.5
+    for z_in, z in ((torch.tensor(0.2), 0.2), (torch.tensor(-0.3), 0.0)):
+        losses, rewards = kto_loss(policy, reference, desirable, z_in, beta, weight_d, weight_u)
+        sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+        expected = [
+            weight_d * (1 - sig(beta * (0.5 - z))),
+            weight_u * (1 - sig(beta * (z - -1.0))),
+            weight_d * (1 - sig(beta * (0.0 - z))),
+        ]
+        torch.testing.assert_close(losses, torch.tensor(expected), atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(rewards, beta * torch.tensor([0.5, -1.0, 0.0]))
+
+
+def test_bradley_terry_with_margin_and_centring():
+    chosen, rejected, margin = torch.tensor([1.0, -0.5]), torch.tensor([0.0, 0.5]), torch.tensor([0.5, 0.0])
+    losses = bradley_terry_loss(chosen, rejected, margin, center_rewards_coefficient=0.01)
+    expected = [-log_sigmoid(1.0 - 0.0 - 0.5) + 0.01 * 1.0**2, -log_sigmoid(-1.0) + 0.01 * 0.0**2]
+    torch.testing.assert_close(losses, torch.tensor(expected), atol=1e-6, rtol=1e-6)
