@@ -72,6 +72,16 @@ def instruction_to_messages(record: Mapping[str, Any], fields: dict[str, str], w
     return messages + [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
 
 
+def turn_to_message(turn: Any, role_field: str, content_field: str, where: str) -> Message:
+    """One turn object -> ``{role, content}`` with the role normalised (``human`` -> ``user``, ``gpt`` -> ...)."""
+    if not isinstance(turn, Mapping):
+        raise DataError(f"{where}: expected an object, got {type(turn).__name__}")
+    role = _text(turn, role_field, where)
+    if role not in ROLE_ALIASES:
+        raise DataError(f"{where}: unknown role {role!r}; valid roles: {sorted(ROLE_ALIASES)}")
+    return {"role": ROLE_ALIASES[role], "content": _text(turn, content_field, where)}
+
+
 def chat_to_messages(record: Mapping[str, Any], fields: dict[str, str], where: str) -> list[Message]:
     """``messages`` (role/content) or ShareGPT ``conversations`` (from/value), with an optional ``system`` field."""
     turns = record.get(fields["messages"])
@@ -82,13 +92,7 @@ def chat_to_messages(record: Mapping[str, Any], fields: dict[str, str], where: s
     system = _text(record, fields["system"], where, required=False)
     messages = [{"role": "system", "content": system}] if system else []
     for position, turn in enumerate(turns):
-        turn_where = f"{where}, turn {position}"
-        if not isinstance(turn, Mapping):
-            raise DataError(f"{turn_where}: expected an object, got {type(turn).__name__}")
-        role = _text(turn, fields["role"], turn_where)
-        if role not in ROLE_ALIASES:
-            raise DataError(f"{turn_where}: unknown role {role!r}; valid roles: {sorted(ROLE_ALIASES)}")
-        messages.append({"role": ROLE_ALIASES[role], "content": _text(turn, fields["content"], turn_where)})
+        messages.append(turn_to_message(turn, fields["role"], fields["content"], f"{where}, turn {position}"))
     if not any(message["role"] == "assistant" for message in messages):
         raise DataError(f"{where}: the conversation has no assistant turn to train on")
     return messages

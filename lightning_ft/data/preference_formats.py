@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lightning_ft.data.formats import ROLE_ALIASES, Message
+from lightning_ft.data.formats import Message, turn_to_message
 from lightning_ft.data.sources import DataError
 
 PreferenceFormat = Literal["pairs", "hh_rlhf", "sharegpt", "kto"]
@@ -89,16 +89,10 @@ def messages_of(value: Any, field: str, where: str, default_role: str) -> list[M
         raise DataError(f"{where}: field {field!r} must be text, a message or a non-empty list of messages")
     messages = []
     for position, turn in enumerate(turns):
-        turn_where = f"{where}, field {field!r}, turn {position}"
-        if not isinstance(turn, Mapping):
-            raise DataError(f"{turn_where}: expected a message object, got {type(turn).__name__}")
-        role = turn.get("role", turn.get("from"))
-        content = turn.get("content", turn.get("value"))
-        if role not in ROLE_ALIASES:
-            raise DataError(f"{turn_where}: unknown role {role!r}; valid roles: {sorted(ROLE_ALIASES)}")
-        if not isinstance(content, str):
-            raise DataError(f"{turn_where}: missing or non-text content")
-        messages.append({"role": ROLE_ALIASES[role], "content": content})
+        # role/content (OpenAI style) or from/value (ShareGPT), whichever the turn uses
+        sharegpt = isinstance(turn, Mapping) and "from" in turn
+        role_field, content_field = ("from", "value") if sharegpt else ("role", "content")
+        messages.append(turn_to_message(turn, role_field, content_field, f"{where}, field {field!r}, turn {position}"))
     return messages
 
 

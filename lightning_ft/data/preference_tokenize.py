@@ -61,8 +61,9 @@ class PreferenceTokenizer:
             token if any(_inside(text, offset, span) for span in response_spans) else IGNORE_INDEX
             for token, offset in zip(ids, offsets, strict=True)
         ]
-        # The prompt is everything up to the end of its generation prompt; no labelled token may fall before it.
-        start = len(self.conversations.render(prompt, add_generation_prompt=True))
+        # The prompt is everything before the first response turn's span (which starts where the prompt rendered with
+        # its generation prompt ends); no labelled token may fall before it.
+        start = response_spans[0][0]
         boundary = next((i for i, (s, _) in enumerate(offsets) if s >= start), len(ids))
         boundary = min(boundary, next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), len(ids)))
         return ids[:boundary], ids[boundary:], labels[boundary:]
