@@ -18,8 +18,8 @@ from lightning_ft.data.sources import DataError
 IGNORE_INDEX = -100
 TrainOn = Literal["assistant", "last_assistant", "all"]
 Overlong = Literal["truncate", "drop"]
-Status = Literal["ok", "truncated", "dropped_too_long", "dropped_no_trainable"]
-DROPPED: tuple[Status, ...] = ("dropped_too_long", "dropped_no_trainable")
+Status = Literal["ok", "truncated", "dropped_too_long", "dropped_no_trainable", "dropped_identical"]
+DROPPED: tuple[Status, ...] = ("dropped_too_long", "dropped_no_trainable", "dropped_identical")
 
 
 class TokenizedExample(TypedDict):

@@ -1,0 +1,190 @@
+"""`TokenizedData`: the LightningDataModule machinery every data kind shares.
+
+Records are read, validated and tokenized once, in ``prepare_data``, with ``datasets.map``; the result is cached on disk
+under a fingerprint of the data, the tokenizer, its chat template and every option that changes the tokens, so
+``setup`` (and every later run) only loads it. Records dropped while tokenizing are counted, their indices kept and
+reported; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from datasets import Dataset
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from lightning_ft.data.sources import DataError, load_records
+from lightning_ft.data.tokenize import DROPPED, Overlong
+
+TOKENIZATION_VERSION = "2"
+RecordTokenizer = Callable[[Mapping[str, Any], str], dict[str, Any]]
+STATUS_DESCRIPTIONS = {
+    "truncated": "truncated to {max_length} tokens",
+    "dropped_too_long": "dropped as longer than {max_length} tokens",
+    "dropped_no_trainable": "dropped with no trainable tokens",
+    "dropped_identical": "dropped with identical chosen and rejected",
+}
+
+
+class TokenizedData(L.LightningDataModule):
+    """Base of the data modules; a subclass says how one record becomes a tokenized row (`record_tokenizer`).
+
+    Args:
+        train: Training data: a .jsonl/.json/.parquet/.csv file or a hub dataset id.
+        val: Validation data in the same format; or use ``val_fraction``.
+        val_fraction: Fraction of ``train`` held out (seeded) for validation when ``val`` is not given.
+        max_length: Longest tokenized sequence; longer ones follow ``overlong``.
+        overlong: ``truncate`` longer sequences, or ``drop`` them (counts are reported either way).
+        system_prompt: System message for conversations that have none.
+        batch_size: Examples per micro-batch.
+        eval_batch_size: Validation batch size (default: ``batch_size``).
+        num_workers: DataLoader worker processes.
+        seed: Seed of the validation split and the shuffling.
+        split: Split to read from a hub dataset.
+        tokenizer: Set by the CLI from the model (`lightning-ft` links it); pass it yourself in Python.
+    """
+
+    def __init__(
+        self,
+        train: str,
+        val: str | None = None,
+        val_fraction: float = 0.0,
+        max_length: int = 2048,
+        overlong: Overlong = "truncate",
+        system_prompt: str | None = None,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 42,
+        split: str = "train",
+        tokenizer: PreTrainedTokenizerBase | None = None,
+    ) -> None:
+        super().__init__()
+        if val is not None and val_fraction > 0:
+            raise ValueError("Give either `val` (a file) or `val_fraction`, not both.")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if overlong not in ("truncate", "drop"):
+            raise ValueError(f"Unknown overlong policy {overlong!r}; valid: truncate, drop")
+        self.train = train
+        self.val = val
+        self.val_fraction = val_fraction
+        self.max_length = max_length
+        self.overlong = overlong
+        self.system_prompt = system_prompt
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.split = split
+        self.tokenizer = tokenizer
+        self.stats: dict[str, dict[str, int]] = {}
+        self.dropped: dict[str, dict[str, list[int]]] = {}
+        self.datasets: dict[str, Dataset] = {}
+
+    # Subclasses: one record -> one tokenized row with a ``status``; and the options that change the tokens.
+    def record_tokenizer(self) -> RecordTokenizer:
+        raise NotImplementedError
+
+    def token_options(self) -> dict[str, Any]:
+        """Everything besides the tokenizer that changes how records become tokens (part of the cache key)."""
+        return {}
+
+    def prepare_data(self) -> None:
+        self._tokenized_splits(report=True)
+
+    def setup(self, stage: str) -> None:
+        self.datasets = self._tokenized_splits(report=False)
+
+    def with_system_prompt(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        if self.system_prompt and messages[0]["role"] != "system":
+            return [{"role": "system", "content": self.system_prompt}, *messages]
+        return messages
+
+    def _require_tokenizer(self) -> PreTrainedTokenizerBase:
+        if self.tokenizer is None:
+            raise ValueError(f"{type(self).__name__} has no tokenizer: pass `tokenizer=` (the CLI links the model's).")
+        return self.tokenizer
+
+    def _generator(self, shuffle: bool) -> torch.Generator | None:
+        return torch.Generator().manual_seed(self.seed) if shuffle else None
+
+    def _raw_splits(self) -> dict[str, tuple[str, Dataset]]:
+        train = load_records(self.train, split=self.split)
+        if self.val is not None:
+            return {"train": (self.train, train), "val": (self.val, load_records(self.val, split=self.split))}
+        if self.val_fraction > 0:
+            parts = train.train_test_split(test_size=self.val_fraction, seed=self.seed)
+            return {"train": (self.train, parts["train"]), "val": (f"{self.train} (val split)", parts["test"])}
+        return {"train": (self.train, train)}
+
+    def _tokenized_splits(self, report: bool) -> dict[str, Dataset]:
+        tokenize = self.record_tokenizer()
+        return {
+            split: self._tokenize(split, source, raw, tokenize, report)
+            for split, (source, raw) in self._raw_splits().items()
+        }
+
+    def _tokenize(self, split: str, source: str, raw: Dataset, tokenize: RecordTokenizer, report: bool) -> Dataset:
+        mapped = raw.map(
+            lambda record, index: tokenize(record, f"{source}: record {index}"),
+            with_indices=True,
+            remove_columns=raw.column_names,
+            new_fingerprint=self._fingerprint(raw),
+            desc=f"Tokenizing {split}",
+        )
+        statuses = mapped["status"]
+        counts = Counter(statuses)
+        self.stats[split] = {"records": len(mapped), **counts}
+        self.dropped[split] = {
+            status: [index for index, seen in enumerate(statuses) if seen == status]
+            for status in counts
+            if status in DROPPED
+        }
+        kept = mapped.filter(lambda status: status not in DROPPED, input_columns="status")
+        if report:
+            rank_zero_info(self._report(split, source, counts, len(kept)))
+        if len(kept) == 0:
+            raise DataError(f"{source}: no {split} records left to train on ({dict(counts)})")
+        return kept
+
+    def _report(self, split: str, source: str, counts: Counter, kept: int) -> str:
+        parts = []
+        for status, template in STATUS_DESCRIPTIONS.items():
+            if counts.get(status):
+                part = f"{counts[status]} {template.format(max_length=self.max_length)}"
+                indices = self.dropped[split].get(status, [])
+                if indices:
+                    part += f" (records {', '.join(map(str, indices[:10]))}{', ...' if len(indices) > 10 else ''})"
+                parts.append(part)
+        details = "; ".join(parts) or "none truncated or dropped"
+        return f"{split} data ({source}): {sum(counts.values())} records, {kept} kept; {details}"
+
+    def _fingerprint(self, raw: Dataset) -> str:
+        tokenizer = self._require_tokenizer()
+        key = {
+            "version": TOKENIZATION_VERSION,
+            "module": type(self).__qualname__,
+            "data": raw._fingerprint,
+            "tokenizer": [tokenizer.name_or_path, len(tokenizer), tokenizer.chat_template, tokenizer.pad_token_id],
+            "options": [self.max_length, self.overlong, self.system_prompt, self.token_options()],
+        }
+        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+    def _loader(self, dataset: Any, batch_size: int, shuffle: bool, collate_fn: Callable) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=self._generator(shuffle),
+            collate_fn=collate_fn,
+            num_workers=self.num_workers,
+        )
