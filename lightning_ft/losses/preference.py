@@ -13,7 +13,108 @@ import torch
 import torch.nn.functional as F
 
 DPOLossType = Literal["sigmoid", "ipo", "hinge", "robust"]
-DPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "ipo", "hinge", "robust")
+PreferenceLosses = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def sigmoid_dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+) -> PreferenceLosses:
+    """DPO (Rafailov et al. 2023): ``-log σ(βh)`` on the margin
+    ``h = (policy_chosen - reference_chosen) - (policy_rejected - reference_rejected)``. With
+    ``label_smoothing = ε > 0`` it is cDPO (conservative DPO, preferences flipped with probability ε):
+    ``-(1-ε) log σ(βh) - ε log σ(-βh)``.
+
+    Args:
+        policy_chosen_logps: ``(batch,)`` log-probability of each chosen response under the policy.
+        policy_rejected_logps: ``(batch,)`` same for the rejected responses.
+        reference_chosen_logps: ``(batch,)`` chosen responses under the reference model.
+        reference_rejected_logps: ``(batch,)`` rejected responses under the reference model.
+        beta: Inverse temperature (the strength of the implicit KL penalty).
+        label_smoothing: ε in [0, 0.5).
+
+    Returns:
+        ``(losses, chosen_rewards, rejected_rewards)``, each ``(batch,)``; the implicit rewards
+        ``β (policy - reference)`` are detached.
+    """
+    check_label_smoothing(label_smoothing)
+    margin = dpo_margin(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
+    losses = -(1 - label_smoothing) * F.logsigmoid(beta * margin) - label_smoothing * F.logsigmoid(-beta * margin)
+    return (
+        losses,
+        *implicit_rewards(
+            policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta
+        ),
+    )
+
+
+def robust_dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+) -> PreferenceLosses:
+    """rDPO (Chowdhury et al. 2024), unbiased under preference noise ε:
+    ``(-(1-ε) log σ(βh) + ε log σ(-βh)) / (1 - 2ε)``; arguments and returns as `sigmoid_dpo_loss`."""
+    check_label_smoothing(label_smoothing)
+    margin = dpo_margin(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
+    losses = (-(1 - label_smoothing) * F.logsigmoid(beta * margin) + label_smoothing * F.logsigmoid(-beta * margin)) / (
+        1 - 2 * label_smoothing
+    )
+    return (
+        losses,
+        *implicit_rewards(
+            policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta
+        ),
+    )
+
+
+def hinge_dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+) -> PreferenceLosses:
+    """SLiC's hinge on the DPO margin (Zhao et al. 2023): ``max(0, 1 - βh)``; arguments and returns as
+    `sigmoid_dpo_loss`."""
+    margin = dpo_margin(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
+    losses = torch.relu(1 - beta * margin)
+    return (
+        losses,
+        *implicit_rewards(
+            policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta
+        ),
+    )
+
+
+def ipo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+) -> PreferenceLosses:
+    """IPO (Azar et al. 2023): ``(h - 1/(2β))²``. Pass log-probs *averaged* over each response's tokens, as the IPO
+    authors do (the DPO module does so for ``ipo``); arguments and returns as `sigmoid_dpo_loss`, β being IPO's τ."""
+    margin = dpo_margin(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
+    losses = (margin - 1 / (2 * beta)) ** 2
+    return (
+        losses,
+        *implicit_rewards(
+            policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta
+        ),
+    )
+
+
+DPO_LOSSES = {"sigmoid": sigmoid_dpo_loss, "robust": robust_dpo_loss, "hinge": hinge_dpo_loss, "ipo": ipo_loss}
+DPO_LOSS_TYPES: tuple[str, ...] = tuple(DPO_LOSSES)
 
 
 def dpo_loss(
@@ -24,51 +125,52 @@ def dpo_loss(
     beta: float = 0.1,
     loss_type: DPOLossType = "sigmoid",
     label_smoothing: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Direct preference optimisation and its variants, on the margin
-    ``h = (policy_chosen - reference_chosen) - (policy_rejected - reference_rejected)``.
-
-    - ``sigmoid`` (DPO): ``-log σ(βh)``; with ``label_smoothing = ε > 0`` it is cDPO (conservative DPO, labels flipped
-      with probability ε): ``-(1-ε) log σ(βh) - ε log σ(-βh)``.
-    - ``robust`` (rDPO): the unbiased estimate under label noise ε:
-      ``(-(1-ε) log σ(βh) + ε log σ(-βh)) / (1 - 2ε)``.
-    - ``hinge`` (SLiC): ``max(0, 1 - βh)``.
-    - ``ipo``: ``(h - 1/(2β))²``. Pass log-probs averaged over each response's tokens (as the IPO authors do), not
-      summed: the DPO module does this for ``ipo``.
-
-    Args:
-        policy_chosen_logps: ``(batch,)`` log-probability of each chosen response under the policy.
-        policy_rejected_logps: ``(batch,)`` same for the rejected responses.
-        reference_chosen_logps: ``(batch,)`` chosen responses under the reference model.
-        reference_rejected_logps: ``(batch,)`` rejected responses under the reference model.
-        beta: Inverse temperature (the KL penalty's strength; IPO's τ).
-        loss_type: One of ``sigmoid``, ``ipo``, ``hinge``, ``robust``.
-        label_smoothing: Assumed probability ε that a pair's preference is flipped (``sigmoid`` and ``robust``).
+) -> PreferenceLosses:
+    """The DPO family by name: ``sigmoid`` (DPO; cDPO with ``label_smoothing``), ``robust``, ``hinge``, ``ipo``.
+    A lookup over `sigmoid_dpo_loss`, `robust_dpo_loss`, `hinge_dpo_loss` and `ipo_loss` (see them for the formulas);
+    ``label_smoothing`` applies to ``sigmoid`` and ``robust`` only.
 
     Returns:
-        ``(losses, chosen_rewards, rejected_rewards)``, each ``(batch,)``; the implicit rewards
-        ``β (policy - reference)`` are detached.
+        ``(losses, chosen_rewards, rejected_rewards)``, each ``(batch,)``.
     """
+    if loss_type not in DPO_LOSSES:
+        raise ValueError(f"Unknown DPO loss_type {loss_type!r}; valid: {', '.join(DPO_LOSS_TYPES)}")
+    options = {"beta": beta}
+    if label_smoothing:
+        if loss_type not in ("sigmoid", "robust"):
+            raise ValueError(f"label_smoothing applies to the sigmoid and robust losses, not {loss_type!r}")
+        options["label_smoothing"] = label_smoothing
+    return DPO_LOSSES[loss_type](
+        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, **options
+    )
+
+
+def dpo_margin(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+) -> torch.Tensor:
+    """``(batch,)``: ``(policy_chosen - reference_chosen) - (policy_rejected - reference_rejected)``."""
+    return (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)
+
+
+def implicit_rewards(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Detached ``β (policy - reference)`` of the chosen and of the rejected responses, each ``(batch,)``."""
+    chosen = beta * (policy_chosen_logps - reference_chosen_logps).detach()
+    rejected = beta * (policy_rejected_logps - reference_rejected_logps).detach()
+    return chosen, rejected
+
+
+def check_label_smoothing(label_smoothing: float) -> None:
     if not 0.0 <= label_smoothing < 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
-    if label_smoothing and loss_type not in ("sigmoid", "robust"):
-        raise ValueError(f"label_smoothing applies to the sigmoid and robust losses, not {loss_type!r}")
-    margin = (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)
-    if loss_type == "sigmoid":
-        losses = -(1 - label_smoothing) * F.logsigmoid(beta * margin) - label_smoothing * F.logsigmoid(-beta * margin)
-    elif loss_type == "robust":
-        losses = (
-            -(1 - label_smoothing) * F.logsigmoid(beta * margin) + label_smoothing * F.logsigmoid(-beta * margin)
-        ) / (1 - 2 * label_smoothing)
-    elif loss_type == "hinge":
-        losses = torch.relu(1 - beta * margin)
-    elif loss_type == "ipo":
-        losses = (margin - 1 / (2 * beta)) ** 2
-    else:
-        raise ValueError(f"Unknown DPO loss_type {loss_type!r}; valid: {', '.join(DPO_LOSS_TYPES)}")
-    chosen_rewards = beta * (policy_chosen_logps - reference_chosen_logps).detach()
-    rejected_rewards = beta * (policy_rejected_logps - reference_rejected_logps).detach()
-    return losses, chosen_rewards, rejected_rewards
 
 
 def simpo_loss(
@@ -77,7 +179,7 @@ def simpo_loss(
     beta: float = 2.0,
     gamma_beta_ratio: float = 0.5,
     label_smoothing: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> PreferenceLosses:
     """SimPO: reference-free, on length-averaged log-probs, with a target margin γ:
     ``-(1-ε) log σ(β(c - r) - γ) - ε log σ(-(β(c - r) - γ))`` where ``γ = β · gamma_beta_ratio``.
 
@@ -98,7 +200,7 @@ def simpo_loss(
 
 def orpo_loss(
     policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor, beta: float = 0.1
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> PreferenceLosses:
     """ORPO's odds-ratio term (the module adds the NLL of the chosen response):
     ``-β log σ(log odds(c) - log odds(r))`` with ``log odds(p) = log p - log(1 - p)``.
 

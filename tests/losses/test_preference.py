@@ -55,7 +55,7 @@ def test_dpo_exact_value_and_gradient_direction():
 
 
 def test_dpo_rejects_unknown_type_and_misplaced_smoothing():
-    with pytest.raises(ValueError, match="valid: sigmoid, ipo, hinge, robust"):
+    with pytest.raises(ValueError, match="valid: sigmoid, robust, hinge, ipo"):
         dpo("nope", 0.1)
     with pytest.raises(ValueError, match="label_smoothing applies"):
         dpo("ipo", 0.1, 0.1)
