@@ -1,6 +1,7 @@
 """Training algorithms, one LightningModule each."""
 
 from lightning_ft.algorithms.base import FineTuneModule
+from lightning_ft.algorithms.dpo import DPO
 from lightning_ft.algorithms.sft import SFT
 
-__all__ = ["SFT", "FineTuneModule"]
+__all__ = ["DPO", "SFT", "FineTuneModule"]

@@ -1,6 +1,7 @@
 """Data: sources, record formats, chat-template tokenization with label masks, collators and data modules."""
 
+from lightning_ft.data.preference import PreferenceData
 from lightning_ft.data.sft import ChatData, InstructionData, SFTData
 from lightning_ft.data.sources import DataError
 
-__all__ = ["ChatData", "DataError", "InstructionData", "SFTData"]
+__all__ = ["ChatData", "DataError", "InstructionData", "PreferenceData", "SFTData"]

@@ -34,3 +34,31 @@ class PadCollator:
             labels[row, :n] = torch.as_tensor(example["labels"])
             attention_mask[row, :n] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+class SideBySideCollator:
+    """Pads several sequences of each example into one batch, one block of rows per side: with sides
+    ``("chosen_", "rejected_")`` rows ``0..B-1`` are the chosen responses and ``B..2B-1`` the rejected ones, so a
+    single forward scores both. Every other column (scalars: desirability, precomputed reference log-probs) becomes a
+    ``(B,)`` tensor.
+
+    Args:
+        pad_token_id: Token id used for padding.
+        sides: Column prefixes of the sequences; each side has ``<prefix>input_ids`` and ``<prefix>labels``.
+    """
+
+    def __init__(self, pad_token_id: int, sides: Sequence[str] = ("chosen_", "rejected_")) -> None:
+        self.pad = PadCollator(pad_token_id)
+        self.sides = tuple(sides)
+
+    def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
+        sequences = [
+            {"input_ids": example[f"{side}input_ids"], "labels": example[f"{side}labels"]}
+            for side in self.sides
+            for example in examples
+        ]
+        batch = self.pad(sequences)
+        sequence_columns = {f"{side}{name}" for side in self.sides for name in ("input_ids", "labels")}
+        for column in examples[0].keys() - sequence_columns:
+            batch[column] = torch.as_tensor([example[column] for example in examples])
+        return batch

@@ -117,25 +117,37 @@ class TokenizedData(L.LightningDataModule):
     def _generator(self, shuffle: bool) -> torch.Generator | None:
         return torch.Generator().manual_seed(self.seed) if shuffle else None
 
-    def _raw_splits(self) -> dict[str, tuple[str, Dataset]]:
+    def _raw_splits(self) -> dict[str, tuple[str, Dataset, list[int]]]:
+        """``split -> (source, records, record numbers in the source)``; errors and reports use those numbers."""
         train = load_records(self.train, split=self.split)
         if self.val is not None:
-            return {"train": (self.train, train), "val": (self.val, load_records(self.val, split=self.split))}
+            val = load_records(self.val, split=self.split)
+            return {
+                "train": (self.train, train, list(range(len(train)))),
+                "val": (self.val, val, list(range(len(val)))),
+            }
         if self.val_fraction > 0:
-            parts = train.train_test_split(test_size=self.val_fraction, seed=self.seed)
-            return {"train": (self.train, parts["train"]), "val": (f"{self.train} (val split)", parts["test"])}
-        return {"train": (self.train, train)}
+            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed)).tolist()
+            held_out = max(1, round(self.val_fraction * len(train)))
+            val_numbers, train_numbers = sorted(order[:held_out]), sorted(order[held_out:])
+            return {
+                "train": (self.train, train.select(train_numbers), train_numbers),
+                "val": (self.train, train.select(val_numbers), val_numbers),
+            }
+        return {"train": (self.train, train, list(range(len(train))))}
 
     def _tokenized_splits(self, report: bool) -> dict[str, Dataset]:
         tokenize = self.record_tokenizer()
         return {
-            split: self._tokenize(split, source, raw, tokenize, report)
-            for split, (source, raw) in self._raw_splits().items()
+            split: self._tokenize(split, source, raw, numbers, tokenize, report)
+            for split, (source, raw, numbers) in self._raw_splits().items()
         }
 
-    def _tokenize(self, split: str, source: str, raw: Dataset, tokenize: RecordTokenizer, report: bool) -> Dataset:
+    def _tokenize(
+        self, split: str, source: str, raw: Dataset, numbers: list[int], tokenize: RecordTokenizer, report: bool
+    ) -> Dataset:
         mapped = raw.map(
-            lambda record, index: tokenize(record, f"{source}: record {index}"),
+            lambda record, index: tokenize(record, f"{source}: record {numbers[index]}"),
             with_indices=True,
             remove_columns=raw.column_names,
             new_fingerprint=self._fingerprint(raw),
@@ -145,7 +157,7 @@ class TokenizedData(L.LightningDataModule):
         counts = Counter(statuses)
         self.stats[split] = {"records": len(mapped), **counts}
         self.dropped[split] = {
-            status: [index for index, seen in enumerate(statuses) if seen == status]
+            status: [numbers[index] for index, seen in enumerate(statuses) if seen == status]
             for status in counts
             if status in DROPPED
         }

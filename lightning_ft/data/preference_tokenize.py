@@ -13,8 +13,8 @@ from typing import TypedDict
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from lightning_ft.data.formats import Message
-from lightning_ft.data.preference_formats import PreferencePair
-from lightning_ft.data.tokenize import IGNORE_INDEX, ConversationTokenizer, Overlong, Status, _inside
+from lightning_ft.data.preference_formats import PreferencePair, UnpairedExample
+from lightning_ft.data.tokenize import DROPPED, IGNORE_INDEX, ConversationTokenizer, Overlong, Status, _inside
 
 
 class TokenizedPair(TypedDict):
@@ -25,14 +25,24 @@ class TokenizedPair(TypedDict):
     status: Status
 
 
+class TokenizedUnpaired(TypedDict):
+    input_ids: list[int]
+    labels: list[int]
+    prompt_length: int
+    desirable: bool
+    status: Status
+
+
 class PreferenceTokenizer:
-    """Pairs -> chosen and rejected ``input_ids`` / ``labels``.
+    """Pairs -> chosen and rejected ``input_ids`` / ``labels``; unpaired examples -> ``input_ids`` / ``labels``.
 
     Args:
         tokenizer: A fast tokenizer whose chat template is the one to train with.
-        max_length: Longest prompt + response kept.
+        max_length: Longest prompt + response kept (special tokens included).
         max_prompt_length: The prompt is never cut below this many tokens (default ``max_length // 2``).
         overlong: ``truncate`` or ``drop`` pairs longer than ``max_length``.
+        add_special_tokens: Wrap every sequence in the tokenizer's own special tokens (``[CLS] ... [SEP]`` for
+            BERT-style encoders). Chat templates of decoder models write theirs already.
     """
 
     def __init__(
@@ -41,13 +51,18 @@ class PreferenceTokenizer:
         max_length: int,
         max_prompt_length: int | None = None,
         overlong: Overlong = "truncate",
+        add_special_tokens: bool = False,
     ) -> None:
         self.conversations = ConversationTokenizer(tokenizer, max_length, overlong=overlong)
         self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.max_prompt_length = max_length // 2 if max_prompt_length is None else max_prompt_length
-        if not 0 < self.max_prompt_length < max_length:
-            raise ValueError(f"max_prompt_length must be in (0, max_length={max_length}), got {max_prompt_length}")
+        self.prefix, self.suffix = special_tokens_around(tokenizer) if add_special_tokens else ([], [])
+        self.max_length = max_length - len(self.prefix) - len(self.suffix)
+        self.max_prompt_length = self.max_length // 2 if max_prompt_length is None else max_prompt_length
+        if not 0 < self.max_prompt_length < self.max_length:
+            raise ValueError(
+                f"max_prompt_length must be in (0, {self.max_length}) (max_length less special tokens), "
+                f"got {max_prompt_length}"
+            )
         self.overlong = overlong
 
     def split(self, prompt: list[Message], response: list[Message]) -> tuple[list[int], list[int], list[int]]:
@@ -72,33 +87,77 @@ class PreferenceTokenizer:
         prompt_c, chosen, chosen_labels = self.split(pair.prompt, pair.chosen)
         prompt_r, rejected, rejected_labels = self.split(pair.prompt, pair.rejected)
         prompt = prompt_c if len(prompt_c) <= len(prompt_r) else prompt_r
-        longest = max(len(chosen), len(rejected))
-        status: Status = "ok"
-        if len(prompt) + longest > self.max_length:
-            if self.overlong == "drop":
-                return empty_pair("dropped_too_long")
-            keep_prompt = min(len(prompt), max(self.max_length - longest, self.max_prompt_length))
-            keep_response = self.max_length - keep_prompt
-            prompt_c, prompt_r = prompt_c[len(prompt_c) - keep_prompt :], prompt_r[len(prompt_r) - keep_prompt :]
-            chosen, chosen_labels = chosen[:keep_response], chosen_labels[:keep_response]
-            rejected, rejected_labels = rejected[:keep_response], rejected_labels[:keep_response]
-            status = "truncated"
+        status = self.fit(len(prompt), max(len(chosen), len(rejected)))
+        if status in DROPPED:
+            return TokenizedPair(
+                chosen_input_ids=[], chosen_labels=[], rejected_input_ids=[], rejected_labels=[], status=status
+            )
+        keep_prompt, keep_response = self.kept_lengths(len(prompt), max(len(chosen), len(rejected)))
+        chosen_ids, chosen_labels = self.join(prompt_c, chosen, chosen_labels, keep_prompt, keep_response)
+        rejected_ids, rejected_labels = self.join(prompt_r, rejected, rejected_labels, keep_prompt, keep_response)
         if not has_labels(chosen_labels) or not has_labels(rejected_labels):
-            return empty_pair("dropped_no_trainable")
+            status = "dropped_no_trainable"
+            chosen_ids, chosen_labels, rejected_ids, rejected_labels = [], [], [], []
         return TokenizedPair(
-            chosen_input_ids=prompt_c + chosen,
-            chosen_labels=[IGNORE_INDEX] * len(prompt_c) + chosen_labels,
-            rejected_input_ids=prompt_r + rejected,
-            rejected_labels=[IGNORE_INDEX] * len(prompt_r) + rejected_labels,
+            chosen_input_ids=chosen_ids,
+            chosen_labels=chosen_labels,
+            rejected_input_ids=rejected_ids,
+            rejected_labels=rejected_labels,
             status=status,
         )
+
+    def unpaired(self, example: UnpairedExample) -> TokenizedUnpaired:
+        """One prompt + completion with its desirability; ``prompt_length`` counts the tokens before the completion
+        (special tokens included), so a completion can be re-paired with another prompt (KTO's KL estimate)."""
+        prompt, completion, labels = self.split(example.prompt, example.completion)
+        status = self.fit(len(prompt), len(completion))
+        keep_prompt, keep_response = self.kept_lengths(len(prompt), len(completion))
+        ids, labels = self.join(prompt, completion, labels, keep_prompt, keep_response)
+        if status not in DROPPED and not has_labels(labels):
+            status = "dropped_no_trainable"
+        if status in DROPPED:
+            return TokenizedUnpaired(
+                input_ids=[], labels=[], prompt_length=0, desirable=example.desirable, status=status
+            )
+        return TokenizedUnpaired(
+            input_ids=ids,
+            labels=labels,
+            prompt_length=len(self.prefix) + min(keep_prompt, len(prompt)),
+            desirable=example.desirable,
+            status=status,
+        )
+
+    def fit(self, prompt_length: int, response_length: int) -> Status:
+        if prompt_length + response_length <= self.max_length:
+            return "ok"
+        return "dropped_too_long" if self.overlong == "drop" else "truncated"
+
+    def kept_lengths(self, prompt_length: int, response_length: int) -> tuple[int, int]:
+        """How many prompt tokens (from its end) and response tokens (from their start) fit in ``max_length``."""
+        if prompt_length + response_length <= self.max_length:
+            return prompt_length, response_length
+        keep_prompt = min(prompt_length, max(self.max_length - response_length, self.max_prompt_length))
+        return keep_prompt, self.max_length - keep_prompt
+
+    def join(
+        self, prompt: list[int], response: list[int], labels: list[int], keep_prompt: int, keep_response: int
+    ) -> tuple[list[int], list[int]]:
+        """Prompt end + response start, wrapped in the special tokens, with labels on the response only."""
+        prompt = prompt[len(prompt) - min(keep_prompt, len(prompt)) :]
+        ids = self.prefix + prompt + response[:keep_response] + self.suffix
+        masked_before = [IGNORE_INDEX] * (len(self.prefix) + len(prompt))
+        return ids, masked_before + labels[:keep_response] + [IGNORE_INDEX] * len(self.suffix)
+
+
+def special_tokens_around(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """The ids a tokenizer puts before and after a text when asked to add its special tokens."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    wrapped = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for start in range(len(wrapped) - len(plain) + 1):
+        if wrapped[start : start + len(plain)] == plain:
+            return wrapped[:start], wrapped[start + len(plain) :]
+    raise ValueError(f"Cannot tell which special tokens {type(tokenizer).__name__} adds around a text")
 
 
 def has_labels(labels: list[int]) -> bool:
     return any(label != IGNORE_INDEX for label in labels)
-
-
-def empty_pair(status: Status) -> TokenizedPair:
-    return TokenizedPair(
-        chosen_input_ids=[], chosen_labels=[], rejected_input_ids=[], rejected_labels=[], status=status
-    )

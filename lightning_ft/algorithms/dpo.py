@@ -1,0 +1,312 @@
+"""`DPO`: preference optimisation from pairs (DPO, cDPO, robust, hinge, IPO, SimPO, ORPO) or unpaired examples (KTO)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
+from peft import PeftModel
+from torch import nn
+
+from lightning_ft.algorithms.base import FineTuneModule
+from lightning_ft.losses.logps import sequence_logps
+from lightning_ft.losses.preference import (
+    PreferenceLosses,
+    hinge_dpo_loss,
+    ipo_loss,
+    kto_loss,
+    orpo_loss,
+    robust_dpo_loss,
+    sigmoid_dpo_loss,
+    simpo_loss,
+)
+from lightning_ft.model.attention import model_inputs
+from lightning_ft.model.heads import final_hidden_states, output_projection, unwrap
+from lightning_ft.model.spec import ModelSpec
+
+PreferenceLossType = Literal["sigmoid", "ipo", "hinge", "robust", "simpo", "orpo", "kto"]
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class PairedLoss:
+    """How the module feeds a paired preference loss: its function, whether it compares against a reference model,
+    whether it wants log-probs averaged over each response's tokens, and the default weight of the chosen
+    response's NLL (ORPO's own term; ``rpo_alpha`` overrides it)."""
+
+    function: Callable[..., PreferenceLosses]
+    needs_reference: bool = True
+    average_logps: bool = False
+    nll_weight: float = 0.0
+
+
+PAIRED_LOSSES: dict[str, PairedLoss] = {
+    "sigmoid": PairedLoss(sigmoid_dpo_loss),
+    "robust": PairedLoss(robust_dpo_loss),
+    "hinge": PairedLoss(hinge_dpo_loss),
+    "ipo": PairedLoss(ipo_loss, average_logps=True),
+    "simpo": PairedLoss(simpo_loss, needs_reference=False, average_logps=True),
+    "orpo": PairedLoss(orpo_loss, needs_reference=False, average_logps=True, nll_weight=1.0),
+}
+LOSS_TYPES = (*PAIRED_LOSSES, "kto")
+
+
+class DPO(FineTuneModule):
+    """Preference optimisation on `PreferenceData` batches.
+
+    Chosen and rejected responses go through the model in one forward (the batch holds them side by side). The
+    reference model, for the losses that have one, is the base with the adapter disabled when training an adapter
+    (no second copy in memory), a frozen copy of the base otherwise, or, with ``precompute_reference_logps``, neither:
+    its log-probs are computed once before training and cached with the tokenized data, for every later epoch and run.
+
+    Loss normalisation: each micro-batch's loss is the mean over its pairs (examples for KTO), and Lightning averages
+    micro-batches under gradient accumulation and devices, so every pair weighs the same when micro-batches are full.
+
+    Args:
+        model: The model to align.
+        loss_type: ``sigmoid`` (DPO; cDPO with ``label_smoothing``), ``ipo``, ``hinge``, ``robust``, the
+            reference-free ``simpo`` and ``orpo``, or ``kto`` (unpaired data: `PreferenceData` with ``format: kto``).
+        beta: Inverse temperature of the implicit reward (IPO's τ, ORPO's λ, SimPO's β).
+        label_smoothing: Assumed rate of flipped preferences (``sigmoid`` = cDPO, ``robust``, ``simpo``).
+        gamma_beta_ratio: SimPO's target margin over β.
+        rpo_alpha: Weight of the chosen responses' mean token NLL added to the loss (RPO); ``orpo`` uses 1 unless set.
+        desirable_weight: KTO's weight of desirable examples.
+        undesirable_weight: KTO's weight of undesirable examples.
+        precompute_reference_logps: Score the data with the reference once, before training, and cache the result
+            beside the tokenized data, instead of running the reference in every step.
+        disable_dropout: Turn dropout off in policy and reference (as in the DPO paper), so log-prob ratios start at 0.
+        **kwargs: `FineTuneModule` arguments (peft, freeze, optimizer, schedule, ...).
+    """
+
+    def __init__(
+        self,
+        model: ModelSpec,
+        loss_type: PreferenceLossType = "sigmoid",
+        beta: float = 0.1,
+        label_smoothing: float = 0.0,
+        gamma_beta_ratio: float = 0.5,
+        rpo_alpha: float | None = None,
+        desirable_weight: float = 1.0,
+        undesirable_weight: float = 1.0,
+        precompute_reference_logps: bool = False,
+        disable_dropout: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model, **kwargs)
+        if loss_type not in LOSS_TYPES:
+            raise ValueError(f"Unknown loss_type {loss_type!r}; valid: {', '.join(LOSS_TYPES)}")
+        self.loss_type = loss_type
+        self.beta = beta
+        self.rpo_alpha = rpo_alpha
+        self.desirable_weight = desirable_weight
+        self.undesirable_weight = undesirable_weight
+        self.precompute_reference_logps = precompute_reference_logps
+        self.disable_dropout = disable_dropout
+        self.paired_loss = PAIRED_LOSSES.get(loss_type)
+        self.loss_options = self._loss_options(label_smoothing=label_smoothing, gamma_beta_ratio=gamma_beta_ratio)
+        self.reference_model: nn.Module | None = None
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.paired_loss is None or self.paired_loss.needs_reference
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        super().configure_model()
+        if self.disable_dropout:
+            turn_off_dropout(self.model)
+        if self.needs_reference and not self.precompute_reference_logps and not isinstance(self.model, PeftModel):
+            self.reference_model = self._load_reference()
+
+    def train(self, mode: bool = True) -> DPO:
+        super().train(mode)
+        if self.reference_model is not None:
+            self.reference_model.eval()
+        return self
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.needs_reference and self.precompute_reference_logps:
+            self._precompute_reference_logps()
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def _step(self, batch: Batch, stage: str) -> torch.Tensor:
+        if self.loss_type == "kto":
+            return self._unpaired_step(batch, stage)
+        return self._paired_step(batch, stage)
+
+    def _paired_step(self, batch: Batch, stage: str) -> torch.Tensor:
+        logps, num_tokens = self._sequence_logps(self.model, batch)
+        policy = logps / num_tokens if self.paired_loss.average_logps else logps
+        policy_chosen, policy_rejected = policy.chunk(2)
+        inputs = [policy_chosen, policy_rejected]
+        if self.paired_loss.needs_reference:
+            reference = self._reference_logps(batch, ("chosen_", "rejected_"))
+            inputs += (reference / num_tokens if self.paired_loss.average_logps else reference).chunk(2)
+        losses, chosen_rewards, rejected_rewards = self.paired_loss.function(*inputs, **self.loss_options)
+        loss = losses.mean()
+        nll_weight = self.paired_loss.nll_weight if self.rpo_alpha is None else self.rpo_alpha
+        metrics = {
+            "rewards/chosen": chosen_rewards.mean(),
+            "rewards/rejected": rejected_rewards.mean(),
+            "rewards/accuracy": (chosen_rewards > rejected_rewards).float().mean(),
+            "rewards/margin": (chosen_rewards - rejected_rewards).mean(),
+            "logps/chosen": policy_chosen.detach().mean(),
+            "logps/rejected": policy_rejected.detach().mean(),
+        }
+        if nll_weight:
+            chosen_logps, chosen_tokens = logps.chunk(2)[0], num_tokens.chunk(2)[0]
+            nll = -chosen_logps.sum() / chosen_tokens.sum().clamp(min=1)
+            loss = loss + nll_weight * nll
+            metrics["nll"] = nll.detach()
+        self._log(stage, loss, metrics, batch_size=policy_chosen.shape[0])
+        return loss
+
+    def _unpaired_step(self, batch: Batch, stage: str) -> torch.Tensor:
+        completions, kl_pairs = split_sides(batch)
+        policy, _ = self._sequence_logps(self.model, completions)
+        with torch.no_grad():
+            policy_kl, _ = self._sequence_logps(self.model, kl_pairs)
+        reference, reference_kl = self._reference_logps(batch, ("", "kl_")).chunk(2)
+        kl = self.trainer.strategy.reduce((policy_kl - reference_kl).mean(), reduce_op="mean")
+        desirable = batch["desirable"].bool()
+        losses, rewards = kto_loss(
+            policy, reference, desirable, kl, self.beta, self.desirable_weight, self.undesirable_weight
+        )
+        loss = losses.mean()
+        metrics = {"kl": kl.detach(), "logps/completion": policy.detach().mean()}
+        if desirable.any():
+            metrics["rewards/desirable"] = rewards[desirable].mean()
+        if (~desirable).any():
+            metrics["rewards/undesirable"] = rewards[~desirable].mean()
+        self._log(stage, loss, metrics, batch_size=policy.shape[0])
+        return loss
+
+    def _log(self, stage: str, loss: torch.Tensor, metrics: dict[str, torch.Tensor], batch_size: int) -> None:
+        on_step = stage == "train"
+        self.log(
+            f"{stage}/loss",
+            loss.detach(),
+            prog_bar=True,
+            on_step=on_step,
+            on_epoch=not on_step,
+            batch_size=batch_size,
+            sync_dist=not on_step,
+        )
+        for name, value in metrics.items():
+            self.log(
+                f"{stage}/{name}",
+                value,
+                on_step=on_step,
+                on_epoch=not on_step,
+                batch_size=batch_size,
+                sync_dist=not on_step,
+            )
+
+    def _sequence_logps(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rows,)`` summed log-probs of each row's labelled tokens and their counts."""
+        input_ids = batch["input_ids"]
+        base = unwrap(self.model)
+        inputs = model_inputs(batch, base.config._attn_implementation, base.dtype)
+        hidden = final_hidden_states(model, input_ids=input_ids, **inputs)
+        hidden = hidden[:, -input_ids.shape[1] :]  # prompt tuning prepends virtual tokens
+        return sequence_logps(hidden, output_projection(model), batch["labels"])
+
+    def _reference_logps(self, batch: Batch, sides: tuple[str, str]) -> torch.Tensor:
+        """``(2B,)`` summed reference log-probs of both sides: precomputed columns when the batch has them."""
+        columns = [f"reference_{side}logps" for side in sides]
+        if all(column in batch for column in columns):
+            return torch.cat([batch[column] for column in columns]).float()
+        with torch.no_grad(), self._reference() as reference:
+            return self._sequence_logps(reference, batch)[0]
+
+    @contextmanager
+    def _reference(self) -> Iterator[nn.Module]:
+        if isinstance(self.model, PeftModel):
+            with self.model.disable_adapter():
+                yield self.model
+        elif self.reference_model is not None:
+            yield self.reference_model
+        else:
+            raise RuntimeError("No reference model: the reference log-probs were to be precomputed but are missing")
+
+    def _precompute_reference_logps(self) -> None:
+        datamodule = self.trainer.datamodule
+        if not hasattr(datamodule, "add_reference_logps"):
+            raise TypeError(
+                "precompute_reference_logps needs a data module with `add_reference_logps` (PreferenceData), "
+                f"got {type(datamodule).__name__}"
+            )
+        sides = ("", "kl_") if self.loss_type == "kto" else ("chosen_", "rejected_")
+        key = json.dumps({"reference": self.model_spec.to_dict(), "quantization": repr(self.model_spec.quantization)})
+        temporary: list[nn.Module] = []
+
+        def score(batch: Batch) -> dict[str, torch.Tensor]:
+            batch = {name: value.to(self.device) for name, value in batch.items()}
+            if not isinstance(self.model, PeftModel) and not temporary:
+                temporary.append(self._load_reference().to(self.device))
+            reference = self.model if isinstance(self.model, PeftModel) else temporary[0]
+            was_training = reference.training
+            reference.eval()
+            with torch.no_grad(), self.model.disable_adapter() if reference is self.model else nullcontext():
+                logps = self._sequence_logps(reference, batch)[0].cpu()
+            reference.train(was_training)
+            return dict(zip([f"reference_{side}logps" for side in sides], logps.chunk(2), strict=True))
+
+        # Every rank computes under sharded strategies (the forward needs them all); otherwise rank 0 computes and
+        # the others read datasets' cache.
+        sharded = isinstance(self.trainer.strategy, (FSDPStrategy, DeepSpeedStrategy))
+        if sharded or self.trainer.is_global_zero:
+            datamodule.add_reference_logps(score, key)
+        self.trainer.strategy.barrier()
+        if not (sharded or self.trainer.is_global_zero):
+            datamodule.add_reference_logps(score, key)
+        temporary.clear()
+
+    def _load_reference(self) -> nn.Module:
+        reference = self.model_spec.load_model()
+        reference.requires_grad_(False)
+        if self.disable_dropout:
+            turn_off_dropout(reference)
+        return reference.eval()
+
+    def _loss_options(self, **options: float) -> dict[str, float]:
+        """``beta`` plus the options the chosen loss function takes; an option set for a loss without it is an
+        error, not silently ignored."""
+        function = kto_loss if self.paired_loss is None else self.paired_loss.function
+        accepted = inspect.signature(function).parameters
+        defaults = inspect.signature(DPO.__init__).parameters
+        chosen = {"beta": self.beta} if self.paired_loss is not None else {}
+        for name, value in options.items():
+            if name in accepted:
+                chosen[name] = value
+            elif value != defaults[name].default:
+                raise ValueError(f"{name} does not apply to loss_type {self.loss_type!r}")
+        return chosen
+
+
+def split_sides(batch: Batch) -> tuple[Batch, Batch]:
+    """The first and second halves of a side-by-side batch (sequence tensors only)."""
+    rows = batch["input_ids"].shape[0] // 2
+    first, second = {}, {}
+    for name in ("input_ids", "attention_mask", "labels"):
+        first[name], second[name] = batch[name][:rows], batch[name][rows:]
+    return first, second
+
+
+def turn_off_dropout(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0

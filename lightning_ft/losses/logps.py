@@ -1,0 +1,69 @@
+"""Log-probabilities of the labelled tokens, for the sequence-level losses (DPO family, reward-free RL)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from lightning_ft.losses.sft import IGNORE_INDEX, Projection
+
+
+def token_logps(
+    hidden_states: torch.Tensor, projection: Projection, labels: torch.Tensor, chunk_size: int = 1024
+) -> torch.Tensor:
+    """``log p(labels[:, t] | tokens before t)`` at every labelled position, 0 elsewhere.
+
+    Like `chunked_cross_entropy`, only labelled positions are projected, ``chunk_size`` at a time, and each chunk's
+    logits are recomputed in backward rather than kept, so full-vocabulary logits never exist for the batch.
+
+    Args:
+        hidden_states: ``(batch, length, hidden)`` final hidden states.
+        projection: Hidden states -> logits ``(..., vocab)``; may hold trainable weights.
+        labels: ``(batch, length)`` unshifted token ids, ``-100`` where nothing is scored.
+        chunk_size: Labelled positions per chunk.
+
+    Returns:
+        ``(batch, length)`` float32; position ``t`` holds the log-probability of ``labels[:, t]`` (0 at ``t = 0``
+        and wherever the label is ``-100``).
+    """
+    targets = labels[:, 1:]
+    scored = targets != IGNORE_INDEX
+    hidden = hidden_states[:, :-1][scored]
+    chosen_targets = targets[scored]
+    pieces = [
+        checkpoint(
+            _chunk_logps,
+            projection,
+            hidden[start : start + chunk_size],
+            chosen_targets[start : start + chunk_size],
+            use_reentrant=False,
+        )
+        for start in range(0, chosen_targets.shape[0], chunk_size)
+    ]
+    values = torch.cat(pieces) if pieces else hidden_states.new_zeros(0, dtype=torch.float32)
+    shifted = torch.zeros(scored.shape, dtype=torch.float32, device=labels.device).masked_scatter(scored, values)
+    return F.pad(shifted, (1, 0))
+
+
+def sequence_logps(
+    hidden_states: torch.Tensor, projection: Projection, labels: torch.Tensor, chunk_size: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probability of each row's labelled tokens, and how many there are.
+
+    Args:
+        hidden_states: ``(batch, length, hidden)``.
+        projection: Hidden states -> logits.
+        labels: ``(batch, length)``, ``-100`` where nothing is scored.
+        chunk_size: Labelled positions per chunk (see `token_logps`).
+
+    Returns:
+        ``(logps, num_tokens)``: ``(batch,)`` float32 sums and ``(batch,)`` int64 counts.
+    """
+    logps = token_logps(hidden_states, projection, labels, chunk_size)
+    return logps.sum(dim=1), (labels[:, 1:] != IGNORE_INDEX).sum(dim=1)
+
+
+def _chunk_logps(projection: Projection, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = projection(hidden).float()
+    return logits.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(logits, dim=1)

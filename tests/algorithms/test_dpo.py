@@ -1,0 +1,155 @@
+"""The DPO module on a tiny Llama: each loss type's value at the start (policy = reference), learning raises the
+reward accuracy, references (adapter disabled, frozen copy, precomputed) agree, and bad options are refused."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import lightning as L
+import pytest
+import torch
+from peft import LoraConfig
+
+from lightning_ft.algorithms import DPO
+from lightning_ft.data import PreferenceData
+from lightning_ft.model.spec import ModelSpec
+from tests.helpers import adamw
+
+PAIRS = [
+    ("What is the capital of France?", "The capital of France is Paris.", "No."),
+    ("Say hello.", "hello world", "goodbye"),
+    ("Write a haiku about autumn.", "autumn leaves falling on a quiet pond", "the a of and"),
+    ("Convert 3 kilometres to metres.", "3000 metres.", "3 metres."),
+]
+KTO_EXAMPLES = [(prompt, good, True) for prompt, good, _ in PAIRS] + [(prompt, bad, False) for prompt, _, bad in PAIRS]
+
+
+def write_jsonl(path, records) -> str:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return str(path)
+
+
+def pair_file(tmp_path) -> str:
+    records = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in PAIRS]
+    return write_jsonl(tmp_path / "pairs.jsonl", records)
+
+
+def kto_file(tmp_path) -> str:
+    records = [
+        {"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": c}], "label": label}
+        for p, c, label in KTO_EXAMPLES
+    ]
+    return write_jsonl(tmp_path / "kto.jsonl", records)
+
+
+def lora() -> LoraConfig:
+    return LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1, target_modules="all-linear")
+
+
+def build(tiny_model_dir, tmp_path, peft=None, lr=1e-2, **options):
+    module = DPO(
+        ModelSpec(path=str(tiny_model_dir)), peft=peft, optimizer=adamw(lr), lr_scheduler="constant", **options
+    )
+    kto = options.get("loss_type") == "kto"
+    train = kto_file(tmp_path) if kto else pair_file(tmp_path)
+    data = PreferenceData(
+        train,
+        val=train,
+        format="kto" if kto else "pairs",
+        tokenizer=module.tokenizer,
+        batch_size=len(KTO_EXAMPLES) if kto else len(PAIRS),
+        max_length=64,
+    )
+    return module, data
+
+
+def trainer(steps: int) -> L.Trainer:
+    return L.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1,
+    )
+
+
+def validate(module, data) -> dict[str, float]:
+    return {
+        name: float(value) for name, value in trainer(1).validate(module, datamodule=data, verbose=False)[0].items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("loss_type", "expected"),
+    [
+        ("sigmoid", math.log(2)),  # -log σ(0)
+        ("robust", math.log(2)),  # ε = 0: as sigmoid
+        ("hinge", 1.0),  # max(0, 1 - 0)
+        ("ipo", (1 / (2 * 0.1)) ** 2),  # (0 - 1/(2β))² = 25
+        ("kto", 0.5),  # 1 - σ(β(0 - 0)) for every example
+    ],
+)
+def test_loss_at_start_equals_its_closed_form(tiny_model_dir, tmp_path, loss_type, expected):
+    """Before training, policy = reference (dropout off), so the margin is 0 and every reward is 0."""
+    module, data = build(tiny_model_dir, tmp_path, peft=lora(), loss_type=loss_type)
+    metrics = validate(module, data)
+    assert metrics["val/loss"] == pytest.approx(expected, abs=1e-5)
+    if loss_type != "kto":
+        assert metrics["val/rewards/chosen"] == pytest.approx(0.0, abs=1e-6)
+        assert metrics["val/rewards/margin"] == pytest.approx(0.0, abs=1e-6)
+    else:
+        assert metrics["val/kl"] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("peft", "loss_type"),
+    [(lora(), "sigmoid"), (None, "sigmoid"), (lora(), "ipo"), (lora(), "simpo"), (lora(), "orpo"), (lora(), "kto")],
+    ids=["lora-dpo", "full-dpo", "ipo", "simpo", "orpo", "kto"],
+)
+def test_training_raises_reward_accuracy_on_the_training_pairs(tiny_model_dir, tmp_path, peft, loss_type):
+    module, data = build(tiny_model_dir, tmp_path, peft=peft, loss_type=loss_type, lr=2e-2 if peft else 2e-3)
+    before = validate(module, data)
+    trainer(15).fit(module, datamodule=data)
+    after = validate(module, data)
+    assert after["val/loss"] < before["val/loss"]
+    if loss_type == "kto":
+        assert after["val/rewards/desirable"] > 0 > after["val/rewards/undesirable"]
+    else:
+        if loss_type not in ("simpo", "orpo"):  # with a reference, rewards start at 0: no pair is won yet
+            assert before["val/rewards/accuracy"] == 0.0
+        assert after["val/rewards/accuracy"] == 1.0
+        assert after["val/rewards/margin"] > before["val/rewards/margin"]
+
+
+@pytest.mark.parametrize("peft", [lora(), None], ids=["adapter-disabled", "frozen-copy"])
+def test_precomputed_reference_logps_equal_live_ones(tiny_model_dir, tmp_path, peft, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    live_module, data = build(tiny_model_dir, tmp_path, peft=peft)
+    live_module.configure_model()
+    data.prepare_data()
+    data.setup("fit")
+    batch = next(iter(data.val_dataloader()))
+    live = live_module._reference_logps(batch, ("chosen_", "rejected_"))
+
+    module, data = build(tiny_model_dir, tmp_path, peft=peft, precompute_reference_logps=True)
+    trainer(1).fit(module, datamodule=data)
+    assert module.reference_model is None  # nothing kept in memory for the reference
+    columns = data.datasets["val"].column_names
+    assert {"reference_chosen_logps", "reference_rejected_logps"} <= set(columns)
+    batch = next(iter(data.val_dataloader()))
+    cached = torch.cat([batch["reference_chosen_logps"], batch["reference_rejected_logps"]])
+    torch.testing.assert_close(cached, live, atol=1e-5, rtol=0)
+
+
+def test_options_that_do_not_apply_are_refused(tiny_model_dir):
+    spec = ModelSpec(path=str(tiny_model_dir))
+    with pytest.raises(ValueError, match="valid: sigmoid, robust, hinge, ipo, simpo, orpo, kto"):
+        DPO(spec, loss_type="nope")
+    with pytest.raises(ValueError, match="label_smoothing does not apply to loss_type 'hinge'"):
+        DPO(spec, loss_type="hinge", label_smoothing=0.1)
+    with pytest.raises(ValueError, match="gamma_beta_ratio does not apply"):
+        DPO(spec, loss_type="sigmoid", gamma_beta_ratio=1.0)
