@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any, NoReturn
 
@@ -12,6 +13,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_ft.algorithms.base import FineTuneModule
 from lightning_ft.callbacks import HuggingFaceExport, TokenRateProgressBar, TokenThroughputMonitor
+from lightning_ft.data.preference_formats import PreferenceFormat
+from lightning_ft.eval.reward import score_pairs
 from lightning_ft.model.export import load_export, merge_export
 from lightning_ft.model.generation import generate_reply
 from lightning_ft.model.spec import DTypeName
@@ -19,7 +22,8 @@ from lightning_ft.model.trainable import known_adapter_configs
 
 DESCRIPTION = (
     "Fine-tune LLMs: `lightning-ft fit --config RECIPE.yaml`. Besides Lightning's subcommands: "
-    "`lightning-ft export --help` (merge an adapter into its base) and `lightning-ft chat --help`."
+    "`lightning-ft export --help` (merge an adapter into its base), `lightning-ft chat --help` and "
+    "`lightning-ft score --help` (score preference pairs with a reward model)."
 )
 
 
@@ -104,7 +108,33 @@ def chat(
         print(f"assistant: {answer}")
 
 
-EXTRA_COMMANDS = {"export": export, "chat": chat, "generate": chat}
+def score(
+    model: str,
+    data: str,
+    format: PreferenceFormat = "pairs",
+    fields: dict[str, str] | None = None,
+    max_length: int | None = None,
+    add_special_tokens: bool | None = None,
+    batch_size: int = 16,
+    output: str | None = None,
+) -> None:
+    """Score preference pairs with a reward model and print pairwise accuracy and mean margin (JSON).
+
+    Args:
+        model: A reward-model export (``.../hf/final`` of a RewardModel run) or any one-output sequence classifier.
+        data: Preference pairs (.jsonl/.json/.parquet/.csv or hub id).
+        format: ``pairs``, ``hh_rlhf`` or ``sharegpt``.
+        fields: Rename fields, as in PreferenceData.
+        max_length: Longest prompt + response (default: as in training).
+        add_special_tokens: Wrap inputs in the tokenizer's special tokens (default: as in training).
+        batch_size: Pairs per batch.
+        output: Write one JSON line per pair (record, chosen, rejected rewards) here.
+    """
+    summary = score_pairs(model, data, format, fields, max_length, add_special_tokens, batch_size, output)
+    print(json.dumps(summary))
+
+
+EXTRA_COMMANDS = {"export": export, "chat": chat, "generate": chat, "score": score}
 
 
 def main(args: list[str] | None = None) -> None:

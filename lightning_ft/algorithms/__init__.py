@@ -2,6 +2,7 @@
 
 from lightning_ft.algorithms.base import FineTuneModule
 from lightning_ft.algorithms.dpo import DPO
+from lightning_ft.algorithms.reward import RewardModel
 from lightning_ft.algorithms.sft import SFT
 
-__all__ = ["DPO", "SFT", "FineTuneModule"]
+__all__ = ["DPO", "SFT", "FineTuneModule", "RewardModel"]

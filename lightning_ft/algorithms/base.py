@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -12,6 +13,7 @@ from torch import nn
 from transformers import get_scheduler
 
 from lightning_ft.model.compile import compile_decoder_layers
+from lightning_ft.model.export import save_export
 from lightning_ft.model.freeze import FreezePolicy
 from lightning_ft.model.precision import slow_bf16_warning
 from lightning_ft.model.spec import ModelSpec
@@ -71,7 +73,7 @@ class FineTuneModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.model is not None:
             return
-        self.model = build_trainable_model(self.model_spec, self.peft, self.freeze, self.gradient_checkpointing)
+        self.model = self.build_model()
         self.model.train()  # from_pretrained returns eval mode; dropout must be live while training
         if self.compile_options:
             options = self.compile_options if isinstance(self.compile_options, dict) else {}
@@ -79,6 +81,15 @@ class FineTuneModule(L.LightningModule):
             rank_zero_info(f"torch.compile: {compiled} decoder layers")
         trainable, total = count_parameters(self.model)
         rank_zero_info(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)")
+
+    def build_model(self) -> nn.Module:
+        """The model to train: the spec's causal LM with the adapter or freeze policy applied. Algorithms that need
+        another head (reward models) override this."""
+        return build_trainable_model(self.model_spec, self.peft, self.freeze, self.gradient_checkpointing)
+
+    def export(self, directory: str | Path) -> Path:
+        """Write what was trained (adapter or full model) with the tokenizer as a Hugging Face directory."""
+        return save_export(self.model, self.tokenizer, self.model_spec, directory)
 
     def on_fit_start(self) -> None:
         dtype = next(self.model.parameters()).dtype

@@ -9,8 +9,6 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_ft.model.export import save_export
-
 
 class HuggingFaceExport(Callback):
     """Writes the adapter (or full model) with its tokenizer and chat template to ``<log_dir>/<dirname>/``:
@@ -44,7 +42,5 @@ class HuggingFaceExport(Callback):
     def _export(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> Path | None:
         if not trainer.is_global_zero:
             return None
-        self.last_export = save_export(
-            pl_module.model, pl_module.tokenizer, pl_module.model_spec, self.export_dir(trainer) / name
-        )
+        self.last_export = pl_module.export(self.export_dir(trainer) / name)
         return self.last_export

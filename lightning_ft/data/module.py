@@ -2,8 +2,8 @@
 
 Records are read, validated and tokenized once, in ``prepare_data``, with ``datasets.map``; the result is cached on disk
 under a fingerprint of the data, the tokenizer, its chat template and every option that changes the tokens, so
-``setup`` (and every later run) only loads it. Records dropped while tokenizing are counted, their indices kept and
-reported; nothing is dropped silently.
+``setup`` (and every later run) only loads it. Every row keeps its ``record`` number in the source; records dropped
+while tokenizing are counted, their numbers kept and reported; nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -147,17 +147,17 @@ class TokenizedData(L.LightningDataModule):
         self, split: str, source: str, raw: Dataset, numbers: list[int], tokenize: RecordTokenizer, report: bool
     ) -> Dataset:
         mapped = raw.map(
-            lambda record, index: tokenize(record, f"{source}: record {numbers[index]}"),
+            lambda record, index: {**tokenize(record, f"{source}: record {numbers[index]}"), "record": numbers[index]},
             with_indices=True,
             remove_columns=raw.column_names,
             new_fingerprint=self._fingerprint(raw),
             desc=f"Tokenizing {split}",
         )
-        statuses = mapped["status"]
+        statuses, records = mapped["status"], mapped["record"]
         counts = Counter(statuses)
         self.stats[split] = {"records": len(mapped), **counts}
         self.dropped[split] = {
-            status: [numbers[index] for index, seen in enumerate(statuses) if seen == status]
+            status: [record for record, seen in zip(records, statuses, strict=True) if seen == status]
             for status in counts
             if status in DROPPED
         }

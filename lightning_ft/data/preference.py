@@ -57,6 +57,8 @@ class PreferenceData(TokenizedData):
             responses lose their ends first (default ``max_length // 2``).
         add_special_tokens: Wrap each sequence in the tokenizer's special tokens, e.g. ``[CLS] ... [SEP]`` for
             BERT-style reward-model encoders; decoder chat templates write their own.
+        margin_field: A numeric field holding each pair's required reward margin (e.g. a rating difference), passed
+            to the reward model's loss as ``margin``.
         **kwargs: `TokenizedData` arguments: ``train``, ``val``, ``val_fraction``, ``max_length``, ``overlong``,
             ``system_prompt``, ``batch_size`` (pairs per micro-batch), ``eval_batch_size``, ``num_workers``,
             ``seed``, ``split``, ``tokenizer``.
@@ -69,9 +71,13 @@ class PreferenceData(TokenizedData):
         fields: dict[str, str] | None = None,
         max_prompt_length: int | None = None,
         add_special_tokens: bool = False,
+        margin_field: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(train, **kwargs)
+        if margin_field is not None and format == "kto":
+            raise ValueError("margin_field applies to pairs; the kto format has none")
+        self.margin_field = margin_field
         self.format = format
         self.fields = field_names(PREFERENCE_FIELDS, format, fields)
         self.max_prompt_length = max_prompt_length
@@ -91,6 +97,7 @@ class PreferenceData(TokenizedData):
             "fields": self.fields,
             "max_prompt_length": self.max_prompt_length,
             "add_special_tokens": self.add_special_tokens,
+            "margin_field": self.margin_field,
             "seed": self.seed if self.unpaired else None,  # fixes the KL pairs
         }
 
@@ -103,12 +110,20 @@ class PreferenceData(TokenizedData):
             try:
                 example = record_to_preference(record, self.format, self.fields, where)
             except IdenticalPair:
-                return dict(empty_row(self.unpaired, "dropped_identical"))
+                row = dict(empty_row(self.unpaired, "dropped_identical"))
+                return {**row, "margin": 0.0} if self.margin_field else row
             if isinstance(example, PreferencePair):
-                return dict(pairs(replace(example, prompt=self.with_system_prompt(example.prompt))))
+                row = dict(pairs(replace(example, prompt=self.with_system_prompt(example.prompt))))
+                return {**row, "margin": self._margin(record, where)} if self.margin_field else row
             return dict(pairs.unpaired(replace(example, prompt=self.with_system_prompt(example.prompt))))
 
         return tokenize
+
+    def _margin(self, record: Mapping[str, Any], where: str) -> float:
+        value = record.get(self.margin_field)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise DataError(f"{where}: field {self.margin_field!r} must be a number, got {value!r}")
+        return float(value)
 
     def _tokenized_splits(self, report: bool) -> dict[str, Dataset]:
         splits = super()._tokenized_splits(report)
@@ -123,6 +138,11 @@ class PreferenceData(TokenizedData):
         if "val" not in self.datasets:
             return []
         return self._loader(self._examples("val"), self.eval_batch_size, shuffle=False, collate_fn=self.collator())
+
+    def predict_dataloader(self) -> DataLoader:
+        """The training data in file order (records dropped while tokenizing left out), e.g. to score it."""
+        examples = self.datasets["train"].remove_columns(["status"])
+        return self._loader(examples, self.eval_batch_size, shuffle=False, collate_fn=self.collator())
 
     def collator(self) -> SideBySideCollator:
         return SideBySideCollator(self._require_tokenizer().pad_token_id, self.sides)
@@ -152,7 +172,7 @@ class PreferenceData(TokenizedData):
 
     def _examples(self, split: str) -> Dataset:
         dataset = self.datasets[split]
-        return dataset.remove_columns([c for c in ("status", "prompt_length") if c in dataset.column_names])
+        return dataset.remove_columns([c for c in ("status", "prompt_length", "record") if c in dataset.column_names])
 
 
 def empty_row(unpaired: bool, status: str) -> TokenizedPair | TokenizedUnpaired:

@@ -30,7 +30,17 @@ ALPACA = (
     "{% if add_generation_prompt %}{{ '### Response:\n' }}{% endif %}"
 )
 
-BUILTIN_CHAT_TEMPLATES: dict[str, str] = {"chatml": CHATML, "llama3": LLAMA3, "alpaca": ALPACA}
+# "Role: content" blocks with no special tokens: for encoders (reward models on BERT-style backbones) and base models.
+# Assistant turns end with no end-of-turn token, so a model trained on it to generate would not learn to stop.
+PLAIN = (
+    "{% for message in messages %}"
+    "{{ {'system': 'System', 'user': 'User', 'assistant': 'Assistant', 'tool': 'Tool'}[message['role']] + ': ' "
+    "+ message['content'] + '\n\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
+)
+
+BUILTIN_CHAT_TEMPLATES: dict[str, str] = {"chatml": CHATML, "llama3": LLAMA3, "alpaca": ALPACA, "plain": PLAIN}
 
 # Tokens that end an assistant turn in the templates above; generation stops on any of them that the vocabulary has.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>")

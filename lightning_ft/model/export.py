@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from peft import PeftModel
 from torch import nn
@@ -32,8 +32,15 @@ def export_kind(model: nn.Module) -> ExportKind:
     return "full"
 
 
-def save_export(model: nn.Module, tokenizer: PreTrainedTokenizerBase, spec: ModelSpec, directory: str | Path) -> Path:
-    """Write the adapter (or full model), tokenizer and manifest to ``directory``.
+def save_export(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    spec: ModelSpec,
+    directory: str | Path,
+    details: dict[str, Any] | None = None,
+) -> Path:
+    """Write the adapter (or full model), tokenizer and manifest (with ``details``, e.g. how inputs were built) to
+    ``directory``.
 
     The files go to a sibling temporary directory first and replace ``directory`` only once complete, so an
     interrupted export never leaves a half-written one in place of the previous good one.
@@ -51,7 +58,7 @@ def save_export(model: nn.Module, tokenizer: PreTrainedTokenizerBase, spec: Mode
     else:
         model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    manifest = {"kind": kind, "base": spec.to_dict()}
+    manifest = {"kind": kind, "base": spec.to_dict(), **(details or {})}
     (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
     _replace_directory(staging, directory)
     return directory

@@ -33,8 +33,8 @@ class ModelSpec:
         dtype: Dtype of the loaded weights.
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``; ``None`` lets transformers choose.
         quantization: k-bit loading (QLoRA), e.g. ``transformers.BitsAndBytesConfig(load_in_4bit=True)``.
-        chat_template: A built-in template name (``chatml``, ``llama3``, ``alpaca``) or a Jinja string; ``None`` keeps
-            the tokenizer's own. The chosen template travels with every export.
+        chat_template: A built-in template name (``chatml``, ``llama3``, ``alpaca``, ``plain``) or a Jinja string;
+            ``None`` keeps the tokenizer's own. The chosen template travels with every export.
         trust_remote_code: Allow model code from the hub repository to run.
     """
 
@@ -84,14 +84,15 @@ class ModelSpec:
         if tokenizer.chat_template is None:
             raise ValueError(
                 f"The tokenizer of {source!r} has no chat template. Set `chat_template` to a built-in name "
-                "(chatml, llama3, alpaca) or a Jinja string."
+                "(chatml, llama3, alpaca, plain) or a Jinja string."
             )
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         return tokenizer
 
-    def load_model(self) -> PreTrainedModel:
-        """Load the causal LM with the requested dtype, attention and quantization."""
+    def load_model(self, auto_class: type = AutoModelForCausalLM, **model_kwargs: Any) -> PreTrainedModel:
+        """Load the model with the requested dtype, attention and quantization: a causal LM, or the class that
+        ``auto_class`` names (e.g. ``AutoModelForSequenceClassification`` with ``num_labels=1`` for reward models)."""
         path, gguf_file = self.path, self.gguf_file
         if gguf_file is not None and self.quantization is not None:
             # transformers cannot re-quantize a GGUF on load: convert it once to plain weights, then quantize those.
@@ -108,7 +109,7 @@ class ModelSpec:
             kwargs["attn_implementation"] = self.attn_implementation
         if self.quantization is not None:
             kwargs["quantization_config"] = self.quantization
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        model = auto_class.from_pretrained(path, **kwargs, **model_kwargs)
         if gguf_file is not None:
             drop_gguf_quantization(model)
         return model

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import peft
 from peft import PeftConfig, get_peft_model, prepare_model_for_kbit_training
 from torch import nn
+from transformers import AutoModelForCausalLM
 
 from lightning_ft.model.bottleneck import BottleneckConfig
 from lightning_ft.model.freeze import FreezePolicy
@@ -18,13 +21,16 @@ def build_trainable_model(
     adapter: AdapterConfig | None = None,
     freeze: FreezePolicy | None = None,
     gradient_checkpointing: bool = False,
+    auto_class: type = AutoModelForCausalLM,
+    **model_kwargs: Any,
 ) -> nn.Module:
-    """Load the model and decide what trains: an adapter, a freeze policy, or (neither given) every parameter."""
+    """Load the model (``auto_class``, a causal LM by default) and decide what trains: an adapter, a freeze policy, or
+    (neither given) every parameter."""
     if adapter is not None and freeze is not None:
         raise ValueError(
             "Set either an adapter (peft) or a freeze policy, not both: an adapter already freezes the base."
         )
-    model = spec.load_model()
+    model = spec.load_model(auto_class, **model_kwargs)
     model.config.use_cache = False
     checkpointing_kwargs = {"use_reentrant": False}
     if is_quantized(model):

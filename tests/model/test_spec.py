@@ -23,7 +23,7 @@ def test_builtin_template_is_installed_on_the_tokenizer(tiny_model_dir):
 
 
 def test_unknown_template_lists_the_builtin_ones(tiny_model_dir):
-    with pytest.raises(ValueError, match=r"Unknown chat template 'vicuna'.*\['alpaca', 'chatml', 'llama3'\]"):
+    with pytest.raises(ValueError, match=r"Unknown chat template 'vicuna'.*\['alpaca', 'chatml', 'llama3', 'plain'\]"):
         ModelSpec(path=str(tiny_model_dir), chat_template="vicuna").load_tokenizer()
 
 

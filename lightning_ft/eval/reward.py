@@ -1,0 +1,78 @@
+"""Score preference pairs with a reward model export: pairwise accuracy and margins, per pair and overall."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchmetrics import MeanMetric
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from lightning_ft.data.preference import PreferenceData
+from lightning_ft.data.preference_formats import PreferenceFormat
+from lightning_ft.model.export import read_manifest
+
+
+@torch.no_grad()
+def score_pairs(
+    model: str | Path,
+    data: str,
+    format: PreferenceFormat = "pairs",
+    fields: dict[str, str] | None = None,
+    max_length: int | None = None,
+    add_special_tokens: bool | None = None,
+    batch_size: int = 16,
+    output: str | Path | None = None,
+) -> dict[str, Any]:
+    """Reward every pair of ``data`` with the sequence classifier in ``model`` (a `RewardModel` export or any
+    one-output ``AutoModelForSequenceClassification`` directory).
+
+    Inputs are built as in training: the chat template saved with the tokenizer, and ``max_length`` and
+    ``add_special_tokens`` from the export's manifest unless given. With ``output``, one JSON line per pair:
+    ``{"record", "chosen", "rejected"}``.
+
+    Returns:
+        ``{"pairs", "accuracy", "mean_margin", "dropped"}``: accuracy is the fraction of pairs whose chosen reward is
+        higher; ``dropped`` counts records left out (identical responses, too long under ``overlong: drop``).
+    """
+    manifest = read_manifest(model) or {}
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    network = AutoModelForSequenceClassification.from_pretrained(model).eval()
+    network.config.pad_token_id = tokenizer.pad_token_id
+    pairs = PreferenceData(
+        data,
+        format=format,
+        fields=fields,
+        max_length=max_length or manifest.get("max_length", 1024),
+        add_special_tokens=manifest.get("add_special_tokens", False)
+        if add_special_tokens is None
+        else add_special_tokens,
+        eval_batch_size=batch_size,
+        tokenizer=tokenizer,
+    )
+    pairs.prepare_data()
+    pairs.setup("predict")
+    accuracy, margin = MeanMetric(), MeanMetric()
+    lines = []
+    for batch in pairs.predict_dataloader():
+        rewards = network(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
+        chosen, rejected = rewards.float().chunk(2)
+        accuracy.update((chosen > rejected).float())
+        margin.update(chosen - rejected)
+        lines += [
+            {"record": int(record), "chosen": float(c), "rejected": float(r)}
+            for record, c, r in zip(batch["record"], chosen, rejected, strict=True)
+        ]
+    if output is not None:
+        Path(output).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    dropped = sum(len(records) for records in pairs.dropped["train"].values())
+    return {
+        "pairs": len(lines),
+        "accuracy": float(accuracy.compute()),
+        "mean_margin": float(margin.compute()),
+        "dropped": dropped,
+    }
