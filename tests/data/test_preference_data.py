@@ -1,0 +1,138 @@
+"""`PreferenceData`: side-by-side batches, KTO's KL pairs, dropped records reported by their number in the file,
+bad records stopping the run with their number and field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lightning_ft.data import DataError, PreferenceData
+from lightning_ft.data.tokenize import IGNORE_INDEX
+from tests.conftest import build_tiny_tokenizer, shared_data
+
+
+def write_jsonl(path, records) -> str:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return str(path)
+
+
+def prepared(data: PreferenceData) -> PreferenceData:
+    data.prepare_data()
+    data.setup("fit")
+    return data
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+
+
+def test_batches_hold_chosen_rows_then_rejected_rows(tmp_path):
+    tokenizer = build_tiny_tokenizer()
+    records = [
+        {"prompt": "Say hello.", "chosen": "hello world", "rejected": "goodbye"},
+        {"prompt": "What is the capital of France?", "chosen": "Paris.", "rejected": "No."},
+    ]
+    data = prepared(PreferenceData(write_jsonl(tmp_path / "p.jsonl", records), tokenizer=tokenizer, batch_size=2))
+    batch = next(iter(data.predict_dataloader()))
+    assert batch["input_ids"].shape[0] == 4 and batch["record"].tolist() == [0, 1]
+    responses = [
+        tokenizer.decode([t for t, label in zip(ids, labels, strict=True) if label != IGNORE_INDEX])
+        for ids, labels in zip(batch["input_ids"], batch["labels"], strict=True)
+    ]
+    assert responses == ["hello world<|im_end|>", "Paris.<|im_end|>", "goodbye<|im_end|>", "No.<|im_end|>"]
+    assert batch["attention_mask"].sum(1).tolist() == [
+        len(ids) for ids in data.datasets["train"]["chosen_input_ids"]
+    ] + [len(ids) for ids in data.datasets["train"]["rejected_input_ids"]]
+
+
+def test_identical_pairs_are_dropped_and_reported_by_record_number(tmp_path, caplog):
+    records = [
+        {"prompt": f"Say {word}.", "chosen": word, "rejected": "no" if word != "same" else word}
+        for word in ["hello", "world", "same", "the", "same"]
+    ]
+    data = PreferenceData(
+        write_jsonl(tmp_path / "p.jsonl", records), tokenizer=build_tiny_tokenizer(), val_fraction=0.4, seed=1
+    )
+    with caplog.at_level("INFO"):
+        prepared(data)
+    dropped = data.dropped["train"].get("dropped_identical", []) + data.dropped["val"].get("dropped_identical", [])
+    assert sorted(dropped) == [2, 4]  # numbers in the file, whichever split they fell in
+    assert "dropped with identical chosen and rejected (records" in caplog.text
+    kept = list(data.datasets["train"]["record"]) + list(data.datasets["val"]["record"])
+    assert sorted(kept) == [0, 1, 3]
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"prompt": "Hi", "rejected": "no"}, "record 1: missing field 'chosen'"),
+        ({"prompt": "Hi", "chosen": "yes"}, "record 1: missing field 'rejected'"),
+        ({"prompt": "Hi", "chosen": 3, "rejected": "no"}, "record 1: field 'chosen' must be text"),
+    ],
+)
+def test_bad_records_stop_the_run_with_their_number_and_field(tmp_path, record, message):
+    records = [{"prompt": "Say hello.", "chosen": "hello", "rejected": "no"}, record]
+    data = PreferenceData(write_jsonl(tmp_path / "p.jsonl", records), tokenizer=build_tiny_tokenizer())
+    with pytest.raises(DataError, match=message):
+        prepared(data)
+
+
+def test_kto_pairs_every_prompt_with_another_examples_completion(tmp_path):
+    tokenizer = build_tiny_tokenizer()
+    words = ["hello", "world", "the", "of", "and"]
+    records = [
+        {
+            "messages": [{"role": "user", "content": f"Say {w}."}, {"role": "assistant", "content": w}],
+            "label": i % 2 == 0,
+        }
+        for i, w in enumerate(words)
+    ]
+    data = prepared(
+        PreferenceData(write_jsonl(tmp_path / "k.jsonl", records), format="kto", tokenizer=tokenizer, batch_size=5)
+    )
+    batch = next(iter(data.predict_dataloader()))
+    assert batch["input_ids"].shape[0] == 10 and batch["desirable"].tolist() == [True, False, True, False, True]
+
+    def decoded(row: int) -> tuple[str, str]:
+        ids, labels = batch["input_ids"][row], batch["labels"][row]
+        mask = batch["attention_mask"][row].bool()
+        text = tokenizer.decode(ids[mask])
+        return text, tokenizer.decode(ids[labels != IGNORE_INDEX])
+
+    completions = [decoded(row)[1] for row in range(5)]
+    assert completions == [f"{w}<|im_end|>" for w in words]
+    partners = []
+    for row in range(5):
+        text, completion = decoded(5 + row)
+        assert f"Say {words[row]}." in text  # its own prompt...
+        partners.append(completions.index(completion))
+    assert sorted(partners) == list(range(5)) and all(p != row for row, p in enumerate(partners))  # ...another's answer
+
+
+def test_margin_field_must_be_numeric(tmp_path):
+    records = [{"prompt": "Hi", "chosen": "hello", "rejected": "no", "gap": "big"}]
+    data = PreferenceData(
+        write_jsonl(tmp_path / "p.jsonl", records), margin_field="gap", tokenizer=build_tiny_tokenizer()
+    )
+    with pytest.raises(DataError, match="record 0: field 'gap' must be a number"):
+        prepared(data)
+
+
+def test_real_hh_rlhf_counts(tmp_path):
+    """The real hh-rlhf slice: every record tokenizes; the two identical pairs (721, 2168) are the only ones dropped."""
+    data = prepared(
+        PreferenceData(
+            str(shared_data("preference/hh_rlhf_helpful_base_test.jsonl")),
+            format="hh_rlhf",
+            tokenizer=build_tiny_tokenizer(),
+            max_length=512,
+        )
+    )
+    assert data.stats["train"]["records"] == 2354
+    assert data.dropped["train"] == {"dropped_identical": [721, 2168]}
+    assert len(data.datasets["train"]) == 2352
+    assert isinstance(data.datasets["train"][0]["chosen_input_ids"][0], int)
+    assert torch.is_tensor(next(iter(data.train_dataloader()))["input_ids"])
