@@ -33,9 +33,16 @@ def test_there_are_recipes_for_every_method():
         "ia3",
         "llama_adapter",
         "quickstart",
+        "dpo_lora",
+        "ipo",
+        "simpo",
+        "orpo",
+        "kto",
+        "minilm_hh_rlhf",
     }
     assert expected <= names
-    assert len(CONFIGS) >= 14
+    assert {path.parent.name for path in CONFIGS} >= {"sft", "dpo", "rm"}
+    assert len(CONFIGS) >= 21
 
 
 def instantiate(args: list[str]) -> FineTuneCLI:

@@ -156,8 +156,11 @@ class PreferenceData(TokenizedData):
         """
         collate = self.collator()
 
+        sequence_columns = [f"{side}{name}" for side in self.sides for name in ("input_ids", "labels")]
+
         def add_columns(rows: dict[str, list]) -> dict[str, list]:
-            examples = [dict(zip(rows, values, strict=True)) for values in zip(*rows.values(), strict=True)]
+            columns = {name: rows[name] for name in sequence_columns}
+            examples = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
             return {column: values.tolist() for column, values in score(collate(examples)).items()}
 
         for split, dataset in self.datasets.items():
