@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 
 import lightning as L
 from jsonargparse import ActionConfigFile, auto_cli
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_ft.algorithms.base import FineTuneModule
@@ -42,6 +42,14 @@ class FineTuneCLI(LightningCLI):
         parser = FineTuneArgumentParser(**kwargs)
         parser.add_argument("-c", "--config", action=ActionConfigFile, help="Path to a configuration file (YAML).")
         return parser
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        # Our default progress bar must not clash with `--trainer.enable_progress_bar false`.
+        if self._get(self.config_init, "trainer", default={}).get("enable_progress_bar") is False:
+            callbacks = self.trainer_defaults.get("callbacks", [])
+            kept = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
+            self.trainer_defaults = {**self.trainer_defaults, "callbacks": kept}
+        return super().instantiate_trainer(**kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(HuggingFaceExport, "export")
@@ -137,6 +145,10 @@ def score(
 EXTRA_COMMANDS = {"export": export, "chat": chat, "generate": chat, "score": score}
 
 
+def trainer_defaults() -> dict[str, Any]:
+    return {"callbacks": [TokenRateProgressBar(), LearningRateMonitor(logging_interval="step")]}
+
+
 def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] in EXTRA_COMMANDS:
@@ -147,9 +159,7 @@ def main(args: list[str] | None = None) -> None:
         L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        trainer_defaults={
-            "callbacks": [TokenRateProgressBar(), LearningRateMonitor(logging_interval="step")],
-        },
+        trainer_defaults=trainer_defaults(),
         save_config_kwargs={"overwrite": True},
         args=args,
     )

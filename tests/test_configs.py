@@ -11,7 +11,8 @@ import lightning as L
 import pytest
 
 from lightning_ft.algorithms.base import FineTuneModule
-from lightning_ft.cli import FineTuneCLI, main
+from lightning_ft.callbacks import TokenRateProgressBar
+from lightning_ft.cli import FineTuneCLI, main, trainer_defaults
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
 
@@ -132,3 +133,28 @@ def test_unknown_adapter_class_lists_the_valid_ones(tiny_model_dir, capsys):
     assert "NoSuchConfig" in error
     assert "Valid adapter classes for model.peft:" in error
     assert "peft.LoraConfig" in error and "lightning_ft.model.BottleneckConfig" in error
+
+
+def test_progress_bar_can_be_turned_off(tiny_model_dir, tmp_path):
+    lora = next(p for p in CONFIGS if p.stem == "lora")
+    args = [
+        "--config",
+        str(lora),
+        "--model.model.path",
+        str(tiny_model_dir),
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    ]
+    kwargs = {"subclass_mode_model": True, "subclass_mode_data": True, "run": False}
+    with_bar = FineTuneCLI(
+        FineTuneModule, L.LightningDataModule, trainer_defaults=trainer_defaults(), args=args, **kwargs
+    )
+    assert isinstance(with_bar.trainer.progress_bar_callback, TokenRateProgressBar)
+    without = FineTuneCLI(
+        FineTuneModule,
+        L.LightningDataModule,
+        trainer_defaults=trainer_defaults(),
+        args=[*args, "--trainer.enable_progress_bar", "false"],
+        **kwargs,
+    )
+    assert without.trainer.progress_bar_callback is None

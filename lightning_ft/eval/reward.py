@@ -30,8 +30,8 @@ def score_pairs(
     one-output ``AutoModelForSequenceClassification`` directory).
 
     Inputs are built as in training: the chat template saved with the tokenizer, and ``max_length`` and
-    ``add_special_tokens`` from the export's manifest unless given. With ``output``, one JSON line per pair:
-    ``{"record", "chosen", "rejected"}``.
+    ``add_special_tokens`` from the export's manifest unless given (else at most 1024 tokens, within the model's
+    limit). With ``output``, one JSON line per pair: ``{"record", "chosen", "rejected"}``.
 
     Returns:
         ``{"pairs", "accuracy", "mean_margin", "dropped"}``: accuracy is the fraction of pairs whose chosen reward is
@@ -47,7 +47,7 @@ def score_pairs(
         data,
         format=format,
         fields=fields,
-        max_length=max_length or manifest.get("max_length", 1024),
+        max_length=max_length or manifest.get("max_length") or min(1024, tokenizer.model_max_length),
         add_special_tokens=manifest.get("add_special_tokens", False)
         if add_special_tokens is None
         else add_special_tokens,
