@@ -68,13 +68,14 @@ class ConversationTokenizer:
                 continue
             before = self.render(messages[:position], add_generation_prompt=True) if position else ""
             through = self.render(messages[: position + 1]).rstrip()
-            if not (text.startswith(before) and text.startswith(through) and len(through) > len(before)):
+            empty = not message["content"].strip()  # a template without end-of-turn text renders nothing for it
+            if not (text.startswith(before) and text.startswith(through) and (len(through) > len(before) or empty)):
                 raise DataError(
                     "The chat template is not prefix-stable (rendering the first turns is not a prefix of rendering "
                     "the whole conversation), so assistant spans cannot be located. Use a built-in template "
-                    "(chat_template: chatml | llama3 | alpaca) or fix the template."
+                    "(chat_template: chatml | llama3 | alpaca | plain) or fix the template."
                 )
-            spans.append((len(before), len(through)))
+            spans.append((len(before), max(len(before), len(through))))
         return text, spans
 
     def __call__(self, messages: list[Message]) -> TokenizedExample:

@@ -7,6 +7,7 @@ from transformers import AutoTokenizer
 
 from lightning_ft.data.sources import DataError
 from lightning_ft.data.tokenize import IGNORE_INDEX, ConversationTokenizer
+from lightning_ft.model.chat_templates import resolve_chat_template
 from tests.conftest import build_tiny_tokenizer
 
 THREE_TURNS = [
@@ -114,3 +115,19 @@ def test_bad_options_list_the_valid_ones(tiny_tokenizer):
         ConversationTokenizer(tiny_tokenizer, max_length=8, train_on="users")
     with pytest.raises(ValueError, match="truncate, drop"):
         ConversationTokenizer(tiny_tokenizer, max_length=8, overlong="cut")
+
+
+def test_plain_template_masks_and_tolerates_an_empty_assistant_turn():
+    """``plain`` writes no end-of-turn text: an empty reply is an empty span, the other reply is trained alone."""
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.chat_template = resolve_chat_template("plain")
+    messages = [
+        {"role": "user", "content": "Say hello."},
+        {"role": "assistant", "content": ""},
+        {"role": "user", "content": "Say it."},
+        {"role": "assistant", "content": "hello world"},
+    ]
+    encoded = ConversationTokenizer(tokenizer, max_length=128)(messages)
+    trained = [token for token, label in zip(encoded["input_ids"], encoded["labels"], strict=True) if label != -100]
+    assert tokenizer.decode(trained) == " hello world"  # the space before a reply rides on its first token
+    assert tokenizer.decode(encoded["input_ids"]).startswith("User: Say hello.\n\nAssistant: \n\nUser: Say it.")
