@@ -15,7 +15,8 @@ from peft import PeftModel
 from torch import nn
 
 from lightning_ft.algorithms.base import FineTuneModule
-from lightning_ft.losses.logps import sequence_logps
+from lightning_ft.algorithms.sft import check_packing_supported
+from lightning_ft.losses.logps import packed_sequence_logps, sequence_logps
 from lightning_ft.losses.preference import (
     PreferenceLosses,
     hinge_dpo_loss,
@@ -216,13 +217,19 @@ class DPO(FineTuneModule):
             )
 
     def _sequence_logps(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(rows,)`` summed log-probs of each row's labelled tokens and their counts."""
+        """``(2B,)`` summed log-probs of each sequence's labelled tokens and their counts (padded or packed)."""
         input_ids = batch["input_ids"]
         base = unwrap(self.model)
         inputs = model_inputs(batch, base.config._attn_implementation, base.dtype)
+        if "sequence_ids" in batch:
+            check_packing_supported(self.model)
         hidden = final_hidden_states(model, input_ids=input_ids, **inputs)
         hidden = hidden[:, -input_ids.shape[1] :]  # prompt tuning prepends virtual tokens
-        return sequence_logps(hidden, output_projection(model), batch["labels"])
+        if "sequence_ids" not in batch:
+            return sequence_logps(hidden, output_projection(model), batch["labels"])
+        sequence_ids = batch["sequence_ids"]  # packed rows are never padded: the ids run 0 .. 2B - 1
+        num_sequences = int(sequence_ids.max()) + 1
+        return packed_sequence_logps(hidden, output_projection(model), batch["labels"], sequence_ids, num_sequences)
 
     def _reference_logps(self, batch: Batch, sides: tuple[str, str]) -> torch.Tensor:
         """``(2B,)`` summed reference log-probs of both sides: precomputed columns when the batch has them."""

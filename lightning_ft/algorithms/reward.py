@@ -91,6 +91,8 @@ class RewardModel(FineTuneModule):
             metric.reset()
 
     def _step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if "sequence_ids" in batch:
+            raise ValueError("A reward model scores one sequence per row: set `data.packing: false`.")
         rewards = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         chosen, rejected = rewards.squeeze(-1).float().chunk(2)
         margin = batch.get("margin")

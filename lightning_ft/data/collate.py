@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from lightning_ft.data.packing import PackingCollator
 from lightning_ft.data.tokenize import IGNORE_INDEX
 
 
@@ -39,17 +40,23 @@ class PadCollator:
 class SideBySideCollator:
     """Pads several sequences of each example into one batch, one block of rows per side: with sides
     ``("chosen_", "rejected_")`` rows ``0..B-1`` are the chosen responses and ``B..2B-1`` the rejected ones, so a
-    single forward scores both. Every other column (scalars: desirability, precomputed reference log-probs) becomes a
-    ``(B,)`` tensor.
+    single forward scores both. With ``packing``, the ``2B`` sequences are instead packed, in that order, into a single
+    row without padding (`PackingCollator`: ``position_ids`` and ``sequence_ids`` per sequence). Every other column
+    (scalars: desirability, precomputed reference log-probs) becomes a ``(B,)`` tensor.
 
     Args:
         pad_token_id: Token id used for padding.
         sides: Column prefixes of the sequences; each side has ``<prefix>input_ids`` and ``<prefix>labels``.
+        packing: Pack instead of padding.
     """
 
-    def __init__(self, pad_token_id: int, sides: Sequence[str] = ("chosen_", "rejected_")) -> None:
+    def __init__(
+        self, pad_token_id: int, sides: Sequence[str] = ("chosen_", "rejected_"), packing: bool = False
+    ) -> None:
         self.pad = PadCollator(pad_token_id)
+        self.pack = PackingCollator(pad_token_id)
         self.sides = tuple(sides)
+        self.packing = packing
 
     def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
         sequences = [
@@ -57,7 +64,11 @@ class SideBySideCollator:
             for side in self.sides
             for example in examples
         ]
-        batch = self.pad(sequences)
+        if self.packing:  # one row, no padding; sequence_ids number the sequences in the same order
+            row = {"input_ids": [s["input_ids"] for s in sequences], "labels": [s["labels"] for s in sequences]}
+            batch = self.pack([row])
+        else:
+            batch = self.pad(sequences)
         sequence_columns = {f"{side}{name}" for side in self.sides for name in ("input_ids", "labels")}
         for column in examples[0].keys() - sequence_columns:
             batch[column] = torch.as_tensor([example[column] for example in examples])

@@ -59,6 +59,8 @@ class PreferenceData(TokenizedData):
             BERT-style reward-model encoders; decoder chat templates write their own.
         margin_field: A numeric field holding each pair's required reward margin (e.g. a rating difference), passed
             to the reward model's loss as ``margin``.
+        packing: Pack each micro-batch's ``2B`` sequences into one row without padding (`DPO` only; pays off
+            most with flash-attention's varlen kernels, where no attention mask is built).
         **kwargs: `TokenizedData` arguments: ``train``, ``val``, ``val_fraction``, ``max_length``, ``overlong``,
             ``system_prompt``, ``batch_size`` (pairs per micro-batch), ``eval_batch_size``, ``num_workers``,
             ``seed``, ``split``, ``tokenizer``.
@@ -72,9 +74,13 @@ class PreferenceData(TokenizedData):
         max_prompt_length: int | None = None,
         add_special_tokens: bool = False,
         margin_field: str | None = None,
+        packing: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(train, **kwargs)
+        if packing and format == "kto":
+            raise ValueError("packing applies to pairs; KTO scores its completions and KL pairs in separate forwards")
+        self.packing = packing
         if margin_field is not None and format == "kto":
             raise ValueError("margin_field applies to pairs; the kto format has none")
         self.margin_field = margin_field
@@ -145,7 +151,7 @@ class PreferenceData(TokenizedData):
         return self._loader(examples, self.eval_batch_size, shuffle=False, collate_fn=self.collator())
 
     def collator(self) -> SideBySideCollator:
-        return SideBySideCollator(self._require_tokenizer().pad_token_id, self.sides)
+        return SideBySideCollator(self._require_tokenizer().pad_token_id, self.sides, self.packing)
 
     def add_reference_logps(self, score: ReferenceScorer, key: str) -> None:
         """Add columns computed by ``score`` on collated batches (e.g. the reference model's log-probs) to every split,

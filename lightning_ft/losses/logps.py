@@ -67,3 +67,33 @@ def sequence_logps(
 def _chunk_logps(projection: Projection, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     logits = projection(hidden).float()
     return logits.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(logits, dim=1)
+
+
+def packed_sequence_logps(
+    hidden_states: torch.Tensor,
+    projection: Projection,
+    labels: torch.Tensor,
+    sequence_ids: torch.Tensor,
+    num_sequences: int,
+    chunk_size: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sequence_logps` for packed rows: sums and counts per sequence rather than per row.
+
+    Args:
+        hidden_states: ``(rows, length, hidden)``.
+        projection: Hidden states -> logits.
+        labels: ``(rows, length)``, ``-100`` where nothing is scored (each sequence's first token included).
+        sequence_ids: ``(rows, length)`` index of the sequence each token belongs to, ``0 .. num_sequences - 1``
+            across the whole batch (padding may carry any id: its labels are ``-100``).
+        num_sequences: How many sequences the batch packs.
+        chunk_size: Labelled positions per chunk (see `token_logps`).
+
+    Returns:
+        ``(logps, num_tokens)``: ``(num_sequences,)`` float32 sums and int64 counts.
+    """
+    logps = token_logps(hidden_states, projection, labels, chunk_size).flatten()
+    scored = (labels != IGNORE_INDEX).flatten()
+    index = sequence_ids.flatten().clamp(max=num_sequences - 1)
+    sums = logps.new_zeros(num_sequences).index_add(0, index, logps)
+    counts = torch.zeros(num_sequences, dtype=torch.long, device=labels.device).index_add(0, index, scored.long())
+    return sums, counts

@@ -47,7 +47,7 @@ def lora() -> LoraConfig:
     return LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1, target_modules="all-linear")
 
 
-def build(tiny_model_dir, tmp_path, peft=None, lr=1e-2, **options):
+def build(tiny_model_dir, tmp_path, peft=None, lr=1e-2, packing=False, **options):
     module = DPO(
         ModelSpec(path=str(tiny_model_dir)), peft=peft, optimizer=adamw(lr), lr_scheduler="constant", **options
     )
@@ -60,6 +60,7 @@ def build(tiny_model_dir, tmp_path, peft=None, lr=1e-2, **options):
         tokenizer=module.tokenizer,
         batch_size=len(KTO_EXAMPLES) if kto else len(PAIRS),
         max_length=64,
+        packing=packing,
     )
     return module, data
 
@@ -106,12 +107,21 @@ def test_loss_at_start_equals_its_closed_form(tiny_model_dir, tmp_path, loss_typ
 
 
 @pytest.mark.parametrize(
-    ("peft", "loss_type"),
-    [(lora(), "sigmoid"), (None, "sigmoid"), (lora(), "ipo"), (lora(), "simpo"), (lora(), "orpo"), (lora(), "kto")],
-    ids=["lora-dpo", "full-dpo", "ipo", "simpo", "orpo", "kto"],
+    ("peft", "loss_type", "packing"),
+    [
+        (lora(), "sigmoid", False),
+        (lora(), "sigmoid", True),
+        (None, "sigmoid", False),
+        (lora(), "ipo", False),
+        (lora(), "simpo", False),
+        (lora(), "orpo", False),
+        (lora(), "kto", False),
+    ],
+    ids=["lora-dpo", "lora-dpo-packed", "full-dpo", "ipo", "simpo", "orpo", "kto"],
 )
-def test_training_raises_reward_accuracy_on_the_training_pairs(tiny_model_dir, tmp_path, peft, loss_type):
-    module, data = build(tiny_model_dir, tmp_path, peft=peft, loss_type=loss_type, lr=2e-2 if peft else 2e-3)
+def test_training_raises_reward_accuracy_on_the_training_pairs(tiny_model_dir, tmp_path, peft, loss_type, packing):
+    lr = 2e-2 if peft else 2e-3
+    module, data = build(tiny_model_dir, tmp_path, peft=peft, loss_type=loss_type, lr=lr, packing=packing)
     before = validate(module, data)
     trainer(15).fit(module, datamodule=data)
     after = validate(module, data)
@@ -153,3 +163,24 @@ def test_options_that_do_not_apply_are_refused(tiny_model_dir):
         DPO(spec, loss_type="hinge", label_smoothing=0.1)
     with pytest.raises(ValueError, match="gamma_beta_ratio does not apply"):
         DPO(spec, loss_type="sigmoid", gamma_beta_ratio=1.0)
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_packed_pairs_give_the_padded_log_probs(tiny_model_dir, tmp_path, attn_implementation):
+    """Packing the 2B sequences of a batch into one row (block-diagonal attention) changes no log-prob."""
+    spec = ModelSpec(path=str(tiny_model_dir), attn_implementation=attn_implementation)
+    module = DPO(spec, peft=lora())
+    module.configure_model()
+    module.model.eval()
+    train = pair_file(tmp_path)
+    logps = {}
+    for packing in (False, True):
+        data = PreferenceData(train, tokenizer=module.tokenizer, batch_size=len(PAIRS), packing=packing)
+        data.prepare_data()
+        data.setup("fit")
+        batch = next(iter(data.predict_dataloader()))
+        assert batch["input_ids"].shape[0] == (1 if packing else 2 * len(PAIRS))
+        with torch.no_grad():
+            logps[packing] = module._sequence_logps(module.model, batch)
+    torch.testing.assert_close(logps[True][0], logps[False][0], atol=1e-5, rtol=1e-6)  # sums near 100: fp32 rounding
+    assert logps[True][1].tolist() == logps[False][1].tolist()
