@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
+from torchmetrics import Metric
 from transformers import get_scheduler
 
 from lightning_ft.model.compile import compile_decoder_layers
@@ -121,3 +122,11 @@ class FineTuneModule(L.LightningModule):
 
     def _trainable_state_keys(self) -> set[str]:
         return {f"model.{name}" for name, parameter in self.model.named_parameters() if parameter.requires_grad}
+
+
+def reset_metrics(*metrics: Metric) -> None:
+    """Reset torchmetrics states as normal tensors even inside ``Trainer.validate``'s inference mode, so a later
+    ``fit`` (which validates under ``no_grad``) can still update them in place."""
+    with torch.inference_mode(False):
+        for metric in metrics:
+            metric.reset()

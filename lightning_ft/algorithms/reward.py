@@ -13,7 +13,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from transformers import AutoModelForSequenceClassification
 
-from lightning_ft.algorithms.base import FineTuneModule
+from lightning_ft.algorithms.base import FineTuneModule, reset_metrics
 from lightning_ft.losses.preference import bradley_terry_loss
 from lightning_ft.model.export import save_export
 from lightning_ft.model.heads import unwrap
@@ -87,8 +87,7 @@ class RewardModel(FineTuneModule):
         self.log("val/loss", self.val_loss.compute(), prog_bar=True)
         self.log("val/accuracy", self.val_accuracy.compute(), prog_bar=True)
         self.log("val/margin", self.val_margin.compute())
-        for metric in (self.val_loss, self.val_accuracy, self.val_margin):
-            metric.reset()
+        reset_metrics(self.val_loss, self.val_accuracy, self.val_margin)
 
     def _step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if "sequence_ids" in batch:

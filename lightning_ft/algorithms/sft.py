@@ -10,7 +10,7 @@ import torch
 from peft import PeftModel
 from torchmetrics import MeanMetric
 
-from lightning_ft.algorithms.base import FineTuneModule
+from lightning_ft.algorithms.base import FineTuneModule, reset_metrics
 from lightning_ft.losses.sft import chunked_cross_entropy
 from lightning_ft.model.attention import model_inputs, tokens_per_sequence
 from lightning_ft.model.heads import final_hidden_states, output_projection, unwrap
@@ -85,7 +85,7 @@ class SFT(FineTuneModule):
         loss = self.val_loss.compute()
         self.log("val/loss", loss, prog_bar=True)
         self.log("val/ppl", torch.exp(loss) if loss < 50 else torch.tensor(math.inf))
-        self.val_loss.reset()
+        reset_metrics(self.val_loss)
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         input_ids = batch["input_ids"]

@@ -74,7 +74,8 @@ def test_reward_model_learns_pairs_and_exports_a_sequence_classifier(
     data = PreferenceData(
         train, val=train, tokenizer=module.tokenizer, batch_size=len(PAIRS), max_length=64, add_special_tokens=special
     )
-    trainer = fit_reward_model(module, data, steps=30, root=tmp_path)
+    L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).validate(module, datamodule=data)
+    trainer = fit_reward_model(module, data, steps=30, root=tmp_path)  # validating first must not break fit
     metrics = trainer.validate(module, datamodule=data, verbose=False)[0]
     assert metrics["val/accuracy"] == 1.0 and metrics["val/margin"] > 0
 
