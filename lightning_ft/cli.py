@@ -13,7 +13,6 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_ft.algorithms.base import FineTuneModule
 from lightning_ft.callbacks import HuggingFaceExport, TokenRateProgressBar, TokenThroughputMonitor
-from lightning_ft.data.preference_formats import PreferenceFormat
 from lightning_ft.eval.reward import score_pairs
 from lightning_ft.model.export import load_export, merge_export
 from lightning_ft.model.generation import generate_reply
@@ -116,33 +115,7 @@ def chat(
         print(f"assistant: {answer}")
 
 
-def score(
-    model: str,
-    data: str,
-    format: PreferenceFormat = "pairs",
-    fields: dict[str, str] | None = None,
-    max_length: int | None = None,
-    add_special_tokens: bool | None = None,
-    batch_size: int = 16,
-    output: str | None = None,
-) -> None:
-    """Score preference pairs with a reward model and print pairwise accuracy and mean margin (JSON).
-
-    Args:
-        model: A reward-model export (``.../hf/final`` of a RewardModel run) or any one-output sequence classifier.
-        data: Preference pairs (.jsonl/.json/.parquet/.csv or hub id).
-        format: ``pairs``, ``hh_rlhf`` or ``sharegpt``.
-        fields: Rename fields, as in PreferenceData.
-        max_length: Longest prompt + response (default: as in training).
-        add_special_tokens: Wrap inputs in the tokenizer's special tokens (default: as in training).
-        batch_size: Pairs per batch.
-        output: Write one JSON line per pair (record, chosen, rejected rewards) here.
-    """
-    summary = score_pairs(model, data, format, fields, max_length, add_special_tokens, batch_size, output)
-    print(json.dumps(summary))
-
-
-EXTRA_COMMANDS = {"export": export, "chat": chat, "generate": chat, "score": score}
+EXTRA_COMMANDS = {"export": export, "chat": chat, "generate": chat, "score": score_pairs}
 
 
 def trainer_defaults() -> dict[str, Any]:
@@ -152,7 +125,9 @@ def trainer_defaults() -> dict[str, Any]:
 def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] in EXTRA_COMMANDS:
-        auto_cli(EXTRA_COMMANDS[argv[0]], args=argv[1:], as_positional=False)
+        result = auto_cli(EXTRA_COMMANDS[argv[0]], args=argv[1:], as_positional=False)
+        if result is not None:
+            print(json.dumps(result))
         return
     FineTuneCLI(
         FineTuneModule,

@@ -50,19 +50,21 @@ class LossRecorder(L.Callback):
             self.losses.append(float(trainer.callback_metrics["train/loss"]))
 
 
+def quiet_trainer(**trainer_kwargs) -> L.Trainer:
+    """A CPU trainer without logger, checkpoints, progress bar or summary."""
+    defaults = {
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    return L.Trainer(**{**defaults, **trainer_kwargs})
+
+
 def short_fit(module: L.LightningModule, loader: DataLoader, steps: int, **trainer_kwargs) -> LossRecorder:
     recorder = LossRecorder()
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[recorder],
-        **trainer_kwargs,
-    )
-    trainer.fit(module, train_dataloaders=loader)
+    quiet_trainer(max_steps=steps, callbacks=[recorder], **trainer_kwargs).fit(module, train_dataloaders=loader)
     return recorder
 
 

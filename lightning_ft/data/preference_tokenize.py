@@ -70,7 +70,7 @@ class PreferenceTokenizer:
         messages = prompt + response
         text, spans = self.conversations.assistant_spans(messages)
         response_spans = spans[len(spans) - sum(m["role"] == "assistant" for m in response) :]
-        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
         labels = [
             token if any(_inside(text, offset, span) for span in response_spans) else IGNORE_INDEX

@@ -80,7 +80,7 @@ class ConversationTokenizer:
 
     def __call__(self, messages: list[Message]) -> TokenizedExample:
         text, spans = self.assistant_spans(messages)
-        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         input_ids: list[int] = encoding["input_ids"]
         if self.train_on == "all":
             labels = list(input_ids)

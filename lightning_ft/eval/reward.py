@@ -26,17 +26,30 @@ def score_pairs(
     batch_size: int = 16,
     output: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Reward every pair of ``data`` with the sequence classifier in ``model`` (a `RewardModel` export or any
-    one-output ``AutoModelForSequenceClassification`` directory).
+    """Score preference pairs with a reward model: pairwise accuracy and mean margin (``lightning-ft score``).
+
+    ``model`` is a `RewardModel` export or any one-output ``AutoModelForSequenceClassification`` directory.
 
     Inputs are built as in training: the chat template saved with the tokenizer, and ``max_length`` and
     ``add_special_tokens`` from the export's manifest unless given (else at most 1024 tokens, within the model's
     limit). With ``output``, one JSON line per pair: ``{"record", "chosen", "rejected"}``.
 
+    Args:
+        model: A reward-model export (``.../hf/final`` of a RewardModel run) or a one-output sequence classifier.
+        data: Preference pairs (.jsonl/.json/.parquet/.csv or hub id).
+        format: ``pairs``, ``hh_rlhf`` or ``sharegpt``.
+        fields: Rename fields, as in `PreferenceData`.
+        max_length: Longest prompt + response.
+        add_special_tokens: Wrap inputs in the tokenizer's special tokens.
+        batch_size: Pairs per batch.
+        output: Write one JSON line per pair here.
+
     Returns:
         ``{"pairs", "accuracy", "mean_margin", "dropped"}``: accuracy is the fraction of pairs whose chosen reward is
         higher; ``dropped`` counts records left out (identical responses, too long under ``overlong: drop``).
     """
+    if format == "kto":
+        raise ValueError("score_pairs scores preference pairs; the kto format holds unpaired examples")
     manifest = read_manifest(model) or {}
     tokenizer = AutoTokenizer.from_pretrained(model)
     if tokenizer.pad_token is None:

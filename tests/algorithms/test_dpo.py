@@ -14,7 +14,7 @@ from peft import LoraConfig
 from lightning_ft.algorithms import DPO
 from lightning_ft.data import PreferenceData
 from lightning_ft.model.spec import ModelSpec
-from tests.helpers import adamw
+from tests.helpers import adamw, quiet_trainer
 
 PAIRS = [
     ("What is the capital of France?", "The capital of France is Paris.", "No."),
@@ -66,16 +66,7 @@ def build(tiny_model_dir, tmp_path, peft=None, lr=1e-2, packing=False, **options
 
 
 def trainer(steps: int) -> L.Trainer:
-    return L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1,
-    )
+    return quiet_trainer(max_steps=steps, num_sanity_val_steps=0, limit_val_batches=1)
 
 
 def validate(module, data) -> dict[str, float]:

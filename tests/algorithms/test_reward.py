@@ -16,7 +16,7 @@ from lightning_ft.data import PreferenceData
 from lightning_ft.eval import score_pairs
 from lightning_ft.model.spec import ModelSpec
 from tests.algorithms.test_dpo import PAIRS, pair_file
-from tests.helpers import adamw
+from tests.helpers import adamw, quiet_trainer
 
 WORDS = "user assistant : what is the capital of france ? paris . no say hello world goodbye write a haiku about"
 WORDS += " autumn leaves falling on quiet pond and convert 3 kilometres to metres 3000"
@@ -38,16 +38,7 @@ def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory):
 
 
 def fit_reward_model(module: RewardModel, data: PreferenceData, steps: int, root) -> L.Trainer:
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=root,
-    )
+    trainer = quiet_trainer(max_steps=steps, num_sanity_val_steps=0, default_root_dir=root)
     trainer.fit(module, datamodule=data)
     return trainer
 
@@ -74,7 +65,7 @@ def test_reward_model_learns_pairs_and_exports_a_sequence_classifier(
     data = PreferenceData(
         train, val=train, tokenizer=module.tokenizer, batch_size=len(PAIRS), max_length=64, add_special_tokens=special
     )
-    L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).validate(module, datamodule=data)
+    quiet_trainer().validate(module, datamodule=data)
     trainer = fit_reward_model(module, data, steps=30, root=tmp_path)  # validating first must not break fit
     metrics = trainer.validate(module, datamodule=data, verbose=False)[0]
     assert metrics["val/accuracy"] == 1.0 and metrics["val/margin"] > 0
