@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
-from peft import PeftModel
 from torch import nn
 
 from lightning_ft.algorithms.base import FineTuneModule
+from lightning_ft.algorithms.reference import (
+    load_frozen_reference,
+    needs_frozen_copy,
+    reference_policy,
+    turn_off_dropout,
+)
 from lightning_ft.algorithms.sft import check_packing_supported
 from lightning_ft.losses.logps import packed_sequence_logps, sequence_logps
 from lightning_ft.losses.preference import (
@@ -123,8 +127,8 @@ class DPO(FineTuneModule):
         super().configure_model()
         if self.disable_dropout:
             turn_off_dropout(self.model)
-        if self.needs_reference and not self.precompute_reference_logps and not isinstance(self.model, PeftModel):
-            self.reference_model = self._load_reference()
+        if self.needs_reference and not self.precompute_reference_logps and needs_frozen_copy(self.model):
+            self.reference_model = load_frozen_reference(self.model_spec, self.disable_dropout)
 
     def train(self, mode: bool = True) -> DPO:
         super().train(mode)
@@ -236,18 +240,8 @@ class DPO(FineTuneModule):
         columns = [f"reference_{side}logps" for side in sides]
         if all(column in batch for column in columns):
             return torch.cat([batch[column] for column in columns]).float()
-        with torch.no_grad(), self._reference() as reference:
+        with torch.no_grad(), reference_policy(self.model, self.reference_model) as reference:
             return self._sequence_logps(reference, batch)[0]
-
-    @contextmanager
-    def _reference(self) -> Iterator[nn.Module]:
-        if isinstance(self.model, PeftModel):
-            with self.model.disable_adapter():
-                yield self.model
-        elif self.reference_model is not None:
-            yield self.reference_model
-        else:
-            raise RuntimeError("No reference model: the reference log-probs were to be precomputed but are missing")
 
     def _precompute_reference_logps(self) -> None:
         datamodule = self.trainer.datamodule
@@ -258,18 +252,17 @@ class DPO(FineTuneModule):
             )
         sides = ("", "kl_") if self.loss_type == "kto" else ("chosen_", "rejected_")
         key = json.dumps({"reference": self.model_spec.to_dict(), "quantization": repr(self.model_spec.quantization)})
-        temporary: list[nn.Module] = []
+        temporary: list[nn.Module] = []  # a frozen copy for full fine-tuning, loaded on the first batch only
 
         def score(batch: Batch) -> dict[str, torch.Tensor]:
             batch = {name: value.to(self.device) for name, value in batch.items()}
-            if not isinstance(self.model, PeftModel) and not temporary:
-                temporary.append(self._load_reference().to(self.device))
-            reference = self.model if isinstance(self.model, PeftModel) else temporary[0]
-            was_training = reference.training
-            reference.eval()
-            with torch.no_grad(), self.model.disable_adapter() if reference is self.model else nullcontext():
+            if needs_frozen_copy(self.model) and not temporary:
+                temporary.append(load_frozen_reference(self.model_spec, self.disable_dropout).to(self.device))
+            was_training = self.model.training
+            self.model.eval()
+            with torch.no_grad(), reference_policy(self.model, temporary[0] if temporary else None) as reference:
                 logps = self._sequence_logps(reference, batch)[0].cpu()
-            reference.train(was_training)
+            self.model.train(was_training)
             return dict(zip([f"reference_{side}logps" for side in sides], logps.chunk(2), strict=True))
 
         # Every rank computes under sharded strategies (the forward needs them all); otherwise rank 0 computes and
@@ -281,13 +274,6 @@ class DPO(FineTuneModule):
         if not (sharded or self.trainer.is_global_zero):
             datamodule.add_reference_logps(score, key)
         temporary.clear()
-
-    def _load_reference(self) -> nn.Module:
-        reference = self.model_spec.load_model()
-        reference.requires_grad_(False)
-        if self.disable_dropout:
-            turn_off_dropout(reference)
-        return reference.eval()
 
     def _loss_options(self, **options: float) -> dict[str, float]:
         """``beta`` plus the options the chosen loss function takes; an option set for a loss without it is an
@@ -311,9 +297,3 @@ def split_sides(batch: Batch) -> tuple[Batch, Batch]:
     for name in ("input_ids", "attention_mask", "labels"):
         first[name], second[name] = batch[name][:rows], batch[name][rows:]
     return first, second
-
-
-def turn_off_dropout(model: nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0

@@ -98,6 +98,10 @@ class TokenizedData(L.LightningDataModule):
         """Everything besides the tokenizer that changes how records become tokens (part of the cache key)."""
         return {}
 
+    def kept_columns(self, columns: list[str]) -> list[str]:
+        """Source columns that stay beside the tokens (prompt data keeps reference answers for reward functions)."""
+        return []
+
     def prepare_data(self) -> None:
         self._tokenized_splits(report=True)
 
@@ -149,7 +153,7 @@ class TokenizedData(L.LightningDataModule):
         mapped = raw.map(
             lambda record, index: {**tokenize(record, f"{source}: record {numbers[index]}"), "record": numbers[index]},
             with_indices=True,
-            remove_columns=raw.column_names,
+            remove_columns=[column for column in raw.column_names if column not in self.kept_columns(raw.column_names)],
             new_fingerprint=self._fingerprint(raw),
             desc=f"Tokenizing {split}",
         )

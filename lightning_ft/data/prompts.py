@@ -1,0 +1,100 @@
+"""`PromptData`: prompt-only records for online RL (PPO, GRPO), rendered with the chat template and its generation
+prompt, left-padded for batched sampling; every other field of a record travels along for the reward functions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from lightning_ft.data.module import RecordTokenizer, TokenizedData
+from lightning_ft.data.preference_formats import messages_of, required, with_system
+from lightning_ft.data.sources import DataError
+
+PROMPT_FIELDS = {"prompt": "prompt", "system": "system"}
+TOKEN_COLUMNS = ("input_ids", "prompt_text", "status", "record")
+
+
+class PromptData(TokenizedData):
+    """Prompts (``prompt`` as text or messages, ending with a user turn) plus any fields the rewards need, such as
+    a reference ``answer``.
+
+    Batches hold ``input_ids`` / ``attention_mask`` ``(B, length)``, left-padded so generation continues every prompt
+    at the same position, ``prompt_text`` (the rendered prompts) and, as lists, every other field of the records.
+    A prompt longer than ``max_length`` loses its beginning (``overlong: truncate``) or is dropped, with counts.
+
+    Args:
+        fields: Rename fields, e.g. ``{"prompt": "question"}`` for GSM8K; keys: prompt, system.
+        **kwargs: `TokenizedData` arguments: ``train``, ``val``, ``val_fraction``, ``max_length`` (longest prompt),
+            ``overlong``, ``system_prompt``, ``batch_size`` (prompts per step), ``eval_batch_size``, ``num_workers``,
+            ``seed``, ``split``, ``tokenizer``.
+    """
+
+    def __init__(self, train: str, fields: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(train, **kwargs)
+        unknown = set(fields or {}) - set(PROMPT_FIELDS)
+        if unknown:
+            raise ValueError(f"Unknown field keys {sorted(unknown)}; valid keys: {sorted(PROMPT_FIELDS)}")
+        self.fields = {**PROMPT_FIELDS, **(fields or {})}
+
+    def token_options(self) -> dict[str, Any]:
+        return {"fields": self.fields}
+
+    def kept_columns(self, columns: list[str]) -> list[str]:
+        return [c for c in columns if c not in self.fields.values() and c not in TOKEN_COLUMNS]
+
+    def record_tokenizer(self) -> RecordTokenizer:
+        tokenizer = self._require_tokenizer()
+
+        def tokenize(record: Mapping[str, Any], where: str) -> dict[str, Any]:
+            field = self.fields["prompt"]
+            messages = messages_of(required(record, field, where), field, where, default_role="user")
+            messages = self.with_system_prompt(with_system(messages, record.get(self.fields["system"]), where))
+            if messages[-1]["role"] != "user":
+                raise DataError(f"{where}: field {field!r} must end with a user turn")
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+            status = "ok"
+            if len(ids) > self.max_length:
+                if self.overlong == "drop":
+                    return {"input_ids": [], "prompt_text": "", "status": "dropped_too_long"}
+                ids, status = ids[len(ids) - self.max_length :], "truncated"
+            return {"input_ids": ids, "prompt_text": text, "status": status}
+
+        return tokenize
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self._prompts("train"), self.batch_size, shuffle=True, collate_fn=self.collator())
+
+    def val_dataloader(self) -> DataLoader | list:
+        if "val" not in self.datasets:
+            return []
+        return self._loader(self._prompts("val"), self.eval_batch_size, shuffle=False, collate_fn=self.collator())
+
+    def collator(self) -> LeftPadCollator:
+        return LeftPadCollator(self._require_tokenizer().pad_token_id)
+
+    def _prompts(self, split: str) -> Any:
+        return self.datasets[split].remove_columns(["status"])
+
+
+class LeftPadCollator:
+    """Left-pads ``input_ids`` to ``(B, length)`` with an ``attention_mask``; every other column becomes a list."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, examples: Sequence[dict]) -> dict[str, Any]:
+        length = max(len(example["input_ids"]) for example in examples)
+        input_ids = torch.full((len(examples), length), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(examples), length), dtype=torch.long)
+        for row, example in enumerate(examples):
+            n = len(example["input_ids"])
+            input_ids[row, length - n :] = torch.as_tensor(example["input_ids"])
+            attention_mask[row, length - n :] = 1
+        batch: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        for column in examples[0].keys() - {"input_ids"}:
+            batch[column] = [example[column] for example in examples]
+        return batch
