@@ -7,6 +7,7 @@ import json
 import pytest
 
 from lightning_ft.rewards import answer_in_tags, gsm8k_exact_match, length_penalty
+from lightning_ft.rewards.loading import load_reward_function, score_completions
 from lightning_ft.rewards.rules import final_number
 from tests.conftest import shared_data
 
@@ -39,3 +40,39 @@ def test_answer_in_tags_and_length_penalty():
     completions = ["<answer>42</answer>", "<answer> </answer>", "<answer>1</answer><answer>2</answer>", "42"]
     assert answer_in_tags([""] * 4, completions) == [1.0, 0.0, 0.0, 0.0]
     assert length_penalty(["", "", ""], ["a" * 10, "a" * 15, "a" * 30], max_chars=10) == [0.0, -0.5, -1.0]
+
+
+def reward_raises(prompts, completions, **fields):
+    raise KeyError("answer")
+
+
+def reward_too_few(prompts, completions, **fields):
+    return [1.0]
+
+
+def reward_nan(prompts, completions, **fields):
+    return [0.0, float("nan")]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("reward_raises", "Reward function tests.rewards.test_rules.reward_raises raised KeyError"),
+        ("reward_too_few", "reward_too_few returned 1 scores for 2 completions"),
+        ("reward_nan", "reward_nan returned nan \\(not a finite number\\) for completion 1"),
+    ],
+)
+def test_bad_reward_functions_are_named(name, message):
+    path = f"tests.rewards.test_rules.{name}"
+    functions = {path: load_reward_function(path)}
+    with pytest.raises((RuntimeError, ValueError), match=message):
+        score_completions(functions, [1.0], ["p", "q"], ["a", "b"], {})
+
+
+def test_weighted_sum_and_import_errors():
+    functions = {"tags": answer_in_tags, "length": length_penalty}
+    total, each = score_completions(functions, [1.0, 0.5], ["p", "q"], ["<answer>1</answer>", "x" * 1500], {})
+    assert each["tags"].tolist() == [1.0, 0.0] and each["length"].tolist() == [0.0, -0.5]
+    assert total.tolist() == [1.0, -0.25]
+    with pytest.raises(ValueError, match="Cannot import reward function 'lightning_ft.rewards.nope'"):
+        load_reward_function("lightning_ft.rewards.nope")

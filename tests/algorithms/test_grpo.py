@@ -1,0 +1,92 @@
+"""GRPO on a tiny Llama: prompts left-padded with their fields kept, completions cut at their first stop token,
+and a rule reward (emitting one word) rising within a bounded number of seeded steps."""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+import pytest
+import torch
+from peft import LoraConfig
+
+from lightning_ft.algorithms import GRPO
+from lightning_ft.algorithms.grpo import through_first_stop
+from lightning_ft.data import PromptData
+from lightning_ft.model.spec import ModelSpec
+from tests.helpers import adamw, quiet_trainer
+
+TARGET = "a"  # dense enough that a random policy samples it: the reward has a signal from step 1
+
+
+def reward_target_letter(prompts, completions, **fields):
+    """How often the completion writes the target letter (the rule reward the policy must learn)."""
+    return [float(text.count(TARGET)) for text in completions]
+
+
+def prompt_file(tmp_path, count: int = 8) -> str:
+    records = [{"prompt": f"Say something {i}.", "answer": str(i)} for i in range(count)]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return str(path)
+
+
+def test_prompts_are_left_padded_and_keep_their_fields(tiny_tokenizer, tmp_path):
+    records = [{"question": "Hi", "answer": "1"}, {"question": "What is the capital of France?", "answer": "2"}]
+    path = tmp_path / "q.jsonl"
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    data = PromptData(str(path), fields={"prompt": "question"}, tokenizer=tiny_tokenizer, batch_size=2)
+    data.prepare_data()
+    data.setup("fit")
+    batch = next(iter(data.val_dataloader() or data._loader(data._prompts("train"), 2, False, data.collator())))
+    assert batch["answer"] == ["1", "2"]
+    assert batch["prompt_text"][0].endswith("<|im_start|>assistant\n")
+    short = batch["attention_mask"][0]
+    assert short[0] == 0 and short[-1] == 1  # left padding
+    assert (batch["attention_mask"][1] == 1).all()
+    assert tiny_tokenizer.decode(batch["input_ids"][0][short.bool()]) == batch["prompt_text"][0]
+
+
+def test_completion_mask_runs_through_the_first_stop_token():
+    completions = torch.tensor([[5, 6, 2, 7, 2], [5, 5, 5, 5, 5], [2, 9, 9, 9, 9]])
+    assert through_first_stop(completions, [2]).tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
+
+
+class RewardRecorder(L.Callback):
+    def __init__(self) -> None:
+        self.rewards: list[float] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        self.rewards.append(float(trainer.callback_metrics["train/reward"]))
+
+
+@pytest.mark.parametrize(
+    "peft", [None, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear")], ids=["full", "lora"]
+)
+def test_rule_reward_rises(tiny_model_dir, tmp_path, peft):
+    L.seed_everything(0)
+    module = GRPO(
+        ModelSpec(path=str(tiny_model_dir)),
+        reward_funcs=["tests.algorithms.test_grpo.reward_target_letter"],
+        num_generations=8,
+        max_new_tokens=12,
+        beta=0.01,
+        peft=peft,
+        optimizer=adamw(1e-1 if peft else 1e-2),
+        lr_scheduler="constant",
+    )
+    data = PromptData(prompt_file(tmp_path), tokenizer=module.tokenizer, batch_size=4, max_length=64)
+    recorder = RewardRecorder()
+    quiet_trainer(max_steps=30, callbacks=[recorder], num_sanity_val_steps=0).fit(module, datamodule=data)
+    first, last = sum(recorder.rewards[:5]) / 5, sum(recorder.rewards[-5:]) / 5
+    assert last > first + 1.0, recorder.rewards
+
+
+def test_reward_functions_and_options_are_checked(tiny_model_dir):
+    spec = ModelSpec(path=str(tiny_model_dir))
+    with pytest.raises(ValueError, match="Cannot import reward function 'tests.nope.fn'"):
+        GRPO(spec, reward_funcs=["tests.nope.fn"])
+    with pytest.raises(ValueError, match="1 reward_weights for 2 reward_funcs"):
+        GRPO(spec, reward_funcs=["lightning_ft.rewards.answer_in_tags"] * 2, reward_weights=[1.0])
+    with pytest.raises(ValueError, match="num_generations must be at least 2"):
+        GRPO(spec, reward_funcs=["lightning_ft.rewards.answer_in_tags"], num_generations=1)
