@@ -12,12 +12,11 @@ import torch
 from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 from torch import nn
 
-from lightning_ft.algorithms.base import FineTuneModule
 from lightning_ft.algorithms.reference import (
+    ReferencedPolicy,
     load_frozen_reference,
     needs_frozen_copy,
     reference_policy,
-    turn_off_dropout,
 )
 from lightning_ft.algorithms.sft import check_packing_supported
 from lightning_ft.losses.logps import packed_sequence_logps, sequence_logps
@@ -62,7 +61,7 @@ PAIRED_LOSSES: dict[str, PairedLoss] = {
 LOSS_TYPES = (*PAIRED_LOSSES, "kto")
 
 
-class DPO(FineTuneModule):
+class DPO(ReferencedPolicy):
     """Preference optimisation on `PreferenceData` batches.
 
     Chosen and rejected responses go through the model in one forward (the batch holds them side by side). The
@@ -85,8 +84,8 @@ class DPO(FineTuneModule):
         undesirable_weight: KTO's weight of undesirable examples.
         precompute_reference_logps: Score the data with the reference once, before training, and cache the result
             beside the tokenized data, instead of running the reference in every step.
-        disable_dropout: Turn dropout off in policy and reference (as in the DPO paper), so log-prob ratios start at 0.
-        **kwargs: `FineTuneModule` arguments (peft, freeze, optimizer, schedule, ...).
+        **kwargs: `ReferencedPolicy` / `FineTuneModule` arguments: ``disable_dropout`` (default on, so log-prob
+            ratios start at 0), peft, freeze, optimizer, schedule, ...
     """
 
     def __init__(
@@ -100,7 +99,6 @@ class DPO(FineTuneModule):
         desirable_weight: float = 1.0,
         undesirable_weight: float = 1.0,
         precompute_reference_logps: bool = False,
-        disable_dropout: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(model, **kwargs)
@@ -112,29 +110,16 @@ class DPO(FineTuneModule):
         self.desirable_weight = desirable_weight
         self.undesirable_weight = undesirable_weight
         self.precompute_reference_logps = precompute_reference_logps
-        self.disable_dropout = disable_dropout
         self.paired_loss = PAIRED_LOSSES.get(loss_type)
         self.loss_options = self._loss_options(label_smoothing=label_smoothing, gamma_beta_ratio=gamma_beta_ratio)
-        self.reference_model: nn.Module | None = None
 
     @property
     def needs_reference(self) -> bool:
         return self.paired_loss is None or self.paired_loss.needs_reference
 
-    def configure_model(self) -> None:
-        if self.model is not None:
-            return
-        super().configure_model()
-        if self.disable_dropout:
-            turn_off_dropout(self.model)
-        if self.needs_reference and not self.precompute_reference_logps and needs_frozen_copy(self.model):
-            self.reference_model = load_frozen_reference(self.model_spec, self.disable_dropout)
-
-    def train(self, mode: bool = True) -> DPO:
-        super().train(mode)
-        if self.reference_model is not None:
-            self.reference_model.eval()
-        return self
+    @property
+    def live_reference(self) -> bool:
+        return self.needs_reference and not self.precompute_reference_logps
 
     def on_fit_start(self) -> None:
         super().on_fit_start()

@@ -9,13 +9,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from lightning_ft.algorithms.base import FineTuneModule
-from lightning_ft.algorithms.reference import (
-    load_frozen_reference,
-    needs_frozen_copy,
-    reference_policy,
-    turn_off_dropout,
-)
+from lightning_ft.algorithms.reference import ReferencedPolicy, reference_policy
 from lightning_ft.losses.logps import token_logps
 from lightning_ft.losses.rl import GroupBaseline, clipped_policy_loss, group_advantages, kl_k3, masked_mean
 from lightning_ft.losses.sft import IGNORE_INDEX
@@ -40,7 +34,7 @@ class Rollout:
     reference_logprobs: torch.Tensor | None
 
 
-class GRPO(FineTuneModule):
+class GRPO(ReferencedPolicy):
     """GRPO (Shao et al. 2024) with the Dr. GRPO and RLOO variants, as a LightningModule with manual optimisation.
 
     Each training step takes ``B`` prompts (`PromptData`), samples ``num_generations`` completions for each, scores
@@ -67,8 +61,8 @@ class GRPO(FineTuneModule):
             ``token``: mean over all tokens of the step (DAPO); ``constant``: sum over tokens divided by
             ``N · max_new_tokens`` (Dr. GRPO, no length bias).
         max_grad_norm: Clip the gradient norm; ``None`` turns it off.
-        disable_dropout: Turn dropout off, so sampling, old and new log-probs see the same network.
-        **kwargs: `FineTuneModule` arguments (peft, freeze, optimizer, schedule, ...).
+        **kwargs: `ReferencedPolicy` / `FineTuneModule` arguments: ``disable_dropout`` (default on, so sampling, old
+            and new log-probs see the same network), peft, freeze, optimizer, schedule, ...
     """
 
     def __init__(
@@ -87,7 +81,6 @@ class GRPO(FineTuneModule):
         baseline: GroupBaseline = "mean",
         loss_aggregation: LossAggregation = "sequence",
         max_grad_norm: float | None = 1.0,
-        disable_dropout: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(model, **kwargs)
@@ -113,23 +106,10 @@ class GRPO(FineTuneModule):
         self.baseline = baseline
         self.loss_aggregation = loss_aggregation
         self.max_grad_norm = max_grad_norm
-        self.disable_dropout = disable_dropout
-        self.reference_model: nn.Module | None = None
 
-    def configure_model(self) -> None:
-        if self.model is not None:
-            return
-        super().configure_model()
-        if self.disable_dropout:
-            turn_off_dropout(self.model)
-        if self.beta and needs_frozen_copy(self.model):
-            self.reference_model = load_frozen_reference(self.model_spec, self.disable_dropout)
-
-    def train(self, mode: bool = True) -> GRPO:
-        super().train(mode)
-        if self.reference_model is not None:
-            self.reference_model.eval()
-        return self
+    @property
+    def live_reference(self) -> bool:
+        return self.beta > 0
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         rollout, metrics = self._rollout(batch)
