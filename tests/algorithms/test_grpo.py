@@ -12,7 +12,7 @@ from peft import LoraConfig
 
 from lightning_ft.algorithms import GRPO
 from lightning_ft.algorithms.grpo import through_first_stop
-from lightning_ft.data import PromptData
+from lightning_ft.data import DataError, PromptData
 from lightning_ft.model.spec import ModelSpec
 from tests.helpers import adamw, quiet_trainer
 
@@ -90,3 +90,21 @@ def test_reward_functions_and_options_are_checked(tiny_model_dir):
         GRPO(spec, reward_funcs=["lightning_ft.rewards.answer_in_tags"] * 2, reward_weights=[1.0])
     with pytest.raises(ValueError, match="num_generations must be at least 2"):
         GRPO(spec, reward_funcs=["lightning_ft.rewards.answer_in_tags"], num_generations=1)
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"question": "Hi"}, "record 1: missing field 'prompt'"),
+        (
+            {"prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]},
+            "record 1: field 'prompt' must end with a user turn",
+        ),
+    ],
+)
+def test_bad_prompt_records_name_the_record_and_field(tiny_tokenizer, tmp_path, record, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"prompt": "Say hello."}) + "\n" + json.dumps(record) + "\n")
+    data = PromptData(str(path), tokenizer=tiny_tokenizer)
+    with pytest.raises(DataError, match=message):
+        data.prepare_data()
