@@ -100,14 +100,23 @@ class FineTuneModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         decay, no_decay = [], []
-        for parameter in self.model.parameters():
+        for parameter in self.parameters():  # the model, and any head an algorithm adds (PPO's value head)
             if parameter.requires_grad:
                 (decay if parameter.ndim >= 2 else no_decay).append(parameter)
         optimizer = self.optimizer([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
-        total_steps = int(self.trainer.estimated_stepping_batches)
+        total_steps = int(self.trainer.estimated_stepping_batches)  # batches, capped by max_steps
+        if self.optimizer_steps_per_batch > 1:  # manual optimisation stepping several times per batch
+            total_steps *= self.optimizer_steps_per_batch
+            if self.trainer.max_steps != -1:
+                total_steps = min(total_steps, self.trainer.max_steps)
         warmup = self.warmup_steps or int(self.warmup_ratio * total_steps)
         scheduler = get_scheduler(self.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    @property
+    def optimizer_steps_per_batch(self) -> int:
+        """Optimiser (and schedule) steps per training batch: 1, except for algorithms that step several times."""
+        return 1
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         trainable = self._trainable_state_keys()
@@ -121,7 +130,7 @@ class FineTuneModule(L.LightningModule):
             raise KeyError(f"The checkpoint lacks {len(missing)} trainable weights, e.g. {sorted(missing)[:3]}")
 
     def _trainable_state_keys(self) -> set[str]:
-        return {f"model.{name}" for name, parameter in self.model.named_parameters() if parameter.requires_grad}
+        return {name for name, parameter in self.named_parameters() if parameter.requires_grad}
 
 
 def reset_metrics(*metrics: Metric) -> None:

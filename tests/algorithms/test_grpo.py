@@ -11,7 +11,7 @@ import torch
 from peft import LoraConfig
 
 from lightning_ft.algorithms import GRPO
-from lightning_ft.algorithms.grpo import through_first_stop
+from lightning_ft.algorithms.online import through_first_stop
 from lightning_ft.data import DataError, PromptData
 from lightning_ft.model.spec import ModelSpec
 from tests.helpers import adamw, quiet_trainer
