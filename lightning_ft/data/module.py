@@ -24,7 +24,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from lightning_ft.data.sources import DataError, load_records
 from lightning_ft.data.tokenize import DROPPED, Overlong
 
-TOKENIZATION_VERSION = "3"  # bump whenever tokenized rows change: old caches must not be reused
+TOKENIZATION_VERSION = "4"  # bump whenever tokenized rows change: old caches must not be reused
 RecordTokenizer = Callable[[Mapping[str, Any], str], dict[str, Any]]
 STATUS_DESCRIPTIONS = {
     "truncated": "truncated to {max_length} tokens",

@@ -14,7 +14,7 @@ from lightning_ft.data.preference_formats import messages_of, required, with_sys
 from lightning_ft.data.sources import DataError
 
 PROMPT_FIELDS = {"prompt": "prompt", "system": "system"}
-TOKEN_COLUMNS = ("input_ids", "prompt_text", "status", "record")
+TOKEN_COLUMNS = ("input_ids", "prompt_text", "prompt_messages", "status", "record")
 
 
 class PromptData(TokenizedData):
@@ -22,7 +22,9 @@ class PromptData(TokenizedData):
     a reference ``answer``.
 
     Batches hold ``input_ids`` / ``attention_mask`` ``(B, length)``, left-padded so generation continues every prompt
-    at the same position, ``prompt_text`` (the rendered prompts) and, as lists, every other field of the records.
+    at the same position, ``prompt_text`` (the rendered prompts), ``prompt_messages`` (the prompts as role/content
+    messages, system prompt included, for reward models with their own chat template) and, as lists, every other
+    field of the records.
     A prompt longer than ``max_length`` loses its beginning (``overlong: truncate``) or is dropped, with counts.
 
     Args:
@@ -59,9 +61,9 @@ class PromptData(TokenizedData):
             status = "ok"
             if len(ids) > self.max_length:
                 if self.overlong == "drop":
-                    return {"input_ids": [], "prompt_text": "", "status": "dropped_too_long"}
+                    return {"input_ids": [], "prompt_text": "", "prompt_messages": [], "status": "dropped_too_long"}
                 ids, status = ids[len(ids) - self.max_length :], "truncated"
-            return {"input_ids": ids, "prompt_text": text, "status": status}
+            return {"input_ids": ids, "prompt_text": text, "prompt_messages": messages, "status": status}
 
         return tokenize
 

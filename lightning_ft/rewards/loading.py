@@ -1,16 +1,40 @@
-"""Reward functions named by import path, called with checks: one that raises, returns the wrong number of scores
-or a non-finite one fails with a message that names it."""
+"""Rewards named in a config: reward functions by import path, reward models by path or hub id; called with checks:
+one that raises, returns the wrong number of scores or a non-finite one fails with a message that names it."""
 
 from __future__ import annotations
 
 import importlib
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 RewardFunction = Callable[..., Sequence[float]]
+
+
+def load_rewards(entries: Sequence[str]) -> dict[str, RewardFunction]:
+    """Each entry -> its reward: a directory or a hub id (anything with a ``/``) is a reward model
+    (`RewardModelScorer`), anything else the import path of a function."""
+    from lightning_ft.rewards.model import RewardModelScorer
+
+    if len(set(entries)) != len(entries):
+        raise ValueError(f"reward_funcs lists an entry twice: {list(entries)}")
+    return {
+        entry: RewardModelScorer(entry) if is_reward_model(entry) else load_reward_function(entry) for entry in entries
+    }
+
+
+def is_reward_model(entry: str) -> bool:
+    return "/" in entry or Path(entry).is_dir()
+
+
+def reward_name(entry: str) -> str:
+    """A short name for logs: the function's name, or the reward model's directory name."""
+    if is_reward_model(entry):
+        return Path(entry.rstrip("/")).name
+    return entry.replace(":", ".").rsplit(".", 1)[-1]
 
 
 def load_reward_function(path: str) -> RewardFunction:
