@@ -1,6 +1,6 @@
 """Loss functions: tensors in, losses out. Nothing here imports the rest of lightning_ft."""
 
-from lightning_ft.losses.logps import packed_sequence_logps, sequence_logps, token_logps
+from lightning_ft.losses.logps import packed_sequence_logps, sequence_logps, token_entropy, token_logps
 from lightning_ft.losses.preference import (
     bradley_terry_loss,
     dpo_loss,
@@ -13,8 +13,10 @@ from lightning_ft.losses.preference import (
     simpo_loss,
 )
 from lightning_ft.losses.rl import (
+    adaptive_kl_coef,
     clipped_policy_loss,
     clipped_value_loss,
+    explained_variance,
     gae,
     group_advantages,
     kl_k1,
@@ -25,12 +27,14 @@ from lightning_ft.losses.rl import (
 from lightning_ft.losses.sft import chunked_cross_entropy, cross_entropy, token_cross_entropy
 
 __all__ = [
+    "adaptive_kl_coef",
     "bradley_terry_loss",
     "chunked_cross_entropy",
     "clipped_policy_loss",
     "clipped_value_loss",
     "cross_entropy",
     "dpo_loss",
+    "explained_variance",
     "gae",
     "group_advantages",
     "hinge_dpo_loss",
@@ -46,6 +50,7 @@ __all__ = [
     "sigmoid_dpo_loss",
     "simpo_loss",
     "token_cross_entropy",
+    "token_entropy",
     "token_logps",
     "whiten",
 ]

@@ -46,6 +46,32 @@ def token_logps(
     return F.pad(shifted, (1, 0))
 
 
+@torch.no_grad()
+def token_entropy(
+    hidden_states: torch.Tensor, projection: Projection, labels: torch.Tensor, chunk_size: int = 1024
+) -> torch.Tensor:
+    """Entropy of the next-token distribution that predicted each labelled token (a diagnostic: no gradient).
+
+    Args:
+        hidden_states: ``(batch, length, hidden)`` final hidden states.
+        projection: Hidden states -> logits ``(..., vocab)``.
+        labels: ``(batch, length)`` unshifted token ids, ``-100`` where nothing is scored.
+        chunk_size: Labelled positions projected at a time.
+
+    Returns:
+        ``(batch, length)`` float32 entropies in nats, aligned like `token_logps` (0 where the label is ``-100``).
+    """
+    scored = labels[:, 1:] != IGNORE_INDEX
+    hidden = hidden_states[:, :-1][scored]
+    pieces = []
+    for start in range(0, hidden.shape[0], chunk_size):
+        logprobs = torch.log_softmax(projection(hidden[start : start + chunk_size]).float(), dim=-1)
+        pieces.append(-(logprobs.exp() * logprobs).sum(dim=-1))
+    values = torch.cat(pieces) if pieces else hidden_states.new_zeros(0, dtype=torch.float32)
+    shifted = torch.zeros(scored.shape, dtype=torch.float32, device=labels.device).masked_scatter(scored, values)
+    return F.pad(shifted, (1, 0))
+
+
 def sequence_logps(
     hidden_states: torch.Tensor, projection: Projection, labels: torch.Tensor, chunk_size: int = 1024
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -67,6 +67,44 @@ def gae(
     return advantages, (advantages + values) * mask
 
 
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``1 - Var(returns - values) / Var(returns)`` over the masked entries: 1 for a perfect critic, 0 for one no
+    better than a constant, negative for a worse one (``nan`` when the returns do not vary).
+
+    Args:
+        values: ``(batch, time)``.
+        returns: ``(batch, time)``.
+        mask: ``(batch, time)``.
+
+    Returns:
+        A scalar.
+    """
+
+    def variance(x: torch.Tensor) -> torch.Tensor:
+        return masked_mean((x - masked_mean(x, mask)) ** 2, mask)
+
+    return 1 - variance(returns - values) / variance(returns)
+
+
+def adaptive_kl_coef(coef: float, kl: float, target: float, steps: int, horizon: int) -> float:
+    """The adaptive KL controller of Ziegler et al. (2019): raise the penalty when the policy's KL to the reference
+    is above ``target``, lower it when below, by at most 20% of ``steps / horizon`` per update:
+    ``coef · (1 + clip(kl / target - 1, -0.2, 0.2) · steps / horizon)``.
+
+    Args:
+        coef: The current KL coefficient β.
+        kl: The measured KL (per sequence, summed over its tokens).
+        target: The KL to hold.
+        steps: Sequences in the measurement (the rollout's size).
+        horizon: How many sequences a full 20% correction takes.
+
+    Returns:
+        The next coefficient.
+    """
+    error = min(max(kl / target - 1, -0.2), 0.2)
+    return coef * (1 + error * steps / horizon)
+
+
 def clipped_policy_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,

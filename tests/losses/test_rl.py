@@ -7,9 +7,12 @@ import math
 import pytest
 import torch
 
+from lightning_ft.losses.logps import token_entropy
 from lightning_ft.losses.rl import (
+    adaptive_kl_coef,
     clipped_policy_loss,
     clipped_value_loss,
+    explained_variance,
     gae,
     group_advantages,
     kl_k1,
@@ -101,3 +104,41 @@ def test_whiten_uses_only_real_tokens():
     torch.testing.assert_close(
         whiten(values, mask, shift_mean=False), torch.tensor([[1.0, 2.0, 3.0, 0.0]]), atol=1e-6, rtol=0
     )
+
+
+def test_explained_variance_by_hand():
+    """Returns [1, 2, 3] (variance 2/3, padding ignored).
+    Values [1, 2, 3]: residual 0 -> 1.  Values [2, 2, 2]: residual [-1, 0, 1], variance 2/3 -> 0.
+    Values [3, 2, 1]: residual [-2, 0, 2], variance 8/3 -> 1 - 4 = -3."""
+    returns = torch.tensor([[1.0, 2.0, 3.0, 50.0]])
+    mask = torch.tensor([[1, 1, 1, 0]])
+    for values, expected in [([1.0, 2.0, 3.0], 1.0), ([2.0, 2.0, 2.0], 0.0), ([3.0, 2.0, 1.0], -3.0)]:
+        padded = torch.tensor([[*values, -7.0]])
+        assert float(explained_variance(padded, returns, mask)) == pytest.approx(expected, abs=1e-6)
+
+
+def test_adaptive_kl_coef_by_hand():
+    """coef 0.1, target 6, horizon 100, 10 sequences: kl 6.6 -> error 0.1 -> 0.1·(1 + 0.1·0.1) = 0.101;
+    kl 60 and kl 0 hit the ±0.2 cap -> 0.102 and 0.098; kl = target leaves it alone."""
+    assert adaptive_kl_coef(0.1, 6.6, 6.0, 10, 100) == pytest.approx(0.101)
+    assert adaptive_kl_coef(0.1, 60.0, 6.0, 10, 100) == pytest.approx(0.102)
+    assert adaptive_kl_coef(0.1, 0.0, 6.0, 10, 100) == pytest.approx(0.098)
+    assert adaptive_kl_coef(0.1, 6.0, 6.0, 10, 100) == pytest.approx(0.1)
+
+
+def test_token_entropy_matches_full_softmax():
+    """Chunked entropies at labelled positions equal -Σ p log p of the full logits that predicted each label; a
+    uniform distribution over V has entropy log V."""
+    torch.manual_seed(0)
+    projection = torch.nn.Linear(8, 11, bias=False)
+    hidden = torch.randn(2, 5, 8)
+    labels = torch.tensor([[-100, -100, 3, 4, 5], [-100, 1, 2, -100, -100]])
+    entropy = token_entropy(hidden, projection, labels, chunk_size=2)
+    logprobs = torch.log_softmax(projection(hidden), dim=-1)
+    full = -(logprobs.exp() * logprobs).sum(-1)  # (2, 5): position t predicts token t + 1
+    expected = torch.zeros(2, 5)
+    scored = labels != -100
+    expected[scored] = full[:, :-1][scored[:, 1:]]
+    torch.testing.assert_close(entropy, expected)
+    torch.nn.init.zeros_(projection.weight)
+    assert token_entropy(hidden, projection, labels)[0, 2] == pytest.approx(math.log(11))
