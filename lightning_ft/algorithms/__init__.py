@@ -3,7 +3,8 @@
 from lightning_ft.algorithms.base import FineTuneModule
 from lightning_ft.algorithms.dpo import DPO
 from lightning_ft.algorithms.grpo import GRPO
+from lightning_ft.algorithms.ppo import PPO
 from lightning_ft.algorithms.reward import RewardModel
 from lightning_ft.algorithms.sft import SFT
 
-__all__ = ["DPO", "GRPO", "SFT", "FineTuneModule", "RewardModel"]
+__all__ = ["DPO", "GRPO", "PPO", "SFT", "FineTuneModule", "RewardModel"]
