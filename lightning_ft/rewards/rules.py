@@ -1,4 +1,5 @@
-"""Rule-based rewards: a GSM8K-style final answer, an answer inside tags, a length penalty."""
+"""Rule-based rewards: a GSM8K-style final answer, two answer formats (inside tags; "The answer is N"), a length
+penalty."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import re
 from typing import Any
 
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+ANSWER_SENTENCE = re.compile(r"\bthe (?:final )?answer is:?\s*\$?-?\d", re.IGNORECASE)
 FINAL_ANSWER_MARK = "####"
 
 
@@ -42,6 +44,12 @@ def answer_in_tags(
     reward; bind other tags with ``functools.partial``)."""
     pattern = re.compile(re.escape(open_tag) + r"(.*?)" + re.escape(close_tag), re.DOTALL)
     return [float(len(blocks := pattern.findall(text)) == 1 and bool(blocks[0].strip())) for text in completions]
+
+
+def answer_sentence(prompts: list[str], completions: list[str], **fields: Any) -> list[float]:
+    """1.0 when the completion states a number as "The answer is N" (or "the final answer is: $N"), else 0.0: a
+    format reward that small models already meet now and then, so GRPO's groups have something to compare."""
+    return [float(ANSWER_SENTENCE.search(text) is not None) for text in completions]
 
 
 def length_penalty(prompts: list[str], completions: list[str], max_chars: int = 1000, **fields: Any) -> list[float]:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lightning_ft.rewards import answer_in_tags, gsm8k_exact_match, length_penalty
+from lightning_ft.rewards import answer_in_tags, answer_sentence, gsm8k_exact_match, length_penalty
 from lightning_ft.rewards.loading import load_reward_function, score_completions
 from lightning_ft.rewards.rules import final_number
 from tests.conftest import shared_data
@@ -40,6 +40,19 @@ def test_answer_in_tags_and_length_penalty():
     completions = ["<answer>42</answer>", "<answer> </answer>", "<answer>1</answer><answer>2</answer>", "42"]
     assert answer_in_tags([""] * 4, completions) == [1.0, 0.0, 0.0, 0.0]
     assert length_penalty(["", "", ""], ["a" * 10, "a" * 15, "a" * 30], max_chars=10) == [0.0, -0.5, -1.0]
+
+
+def test_answer_sentence():
+    completions = [
+        "The answer is 18.",
+        "So the final answer is: $2,125",
+        "the answer is -3",
+        "The answer is N.",
+        "The answer is: B.",
+        "I think 18.",
+        "Theanswer is 4",
+    ]
+    assert answer_sentence([""] * 7, completions) == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
 
 
 def reward_raises(prompts, completions, **fields):
