@@ -40,10 +40,13 @@ def test_there_are_recipes_for_every_method():
         "orpo",
         "kto",
         "minilm_hh_rlhf",
+        "rm_lora",
+        "gsm8k_lora",
+        "format_smollm2",
     }
     assert expected <= names
-    assert {path.parent.name for path in CONFIGS} >= {"sft", "dpo", "rm"}
-    assert len(CONFIGS) >= 21
+    assert {path.parent.name for path in CONFIGS} >= {"sft", "dpo", "rm", "ppo", "grpo"}
+    assert len(CONFIGS) >= 26
 
 
 def instantiate(args: list[str]) -> FineTuneCLI:
@@ -56,18 +59,19 @@ def instantiate(args: list[str]) -> FineTuneCLI:
 def test_recipe_instantiates_with_the_public_overrides(config, tiny_model_dir, tmp_path):
     train = tmp_path / "train.jsonl"
     train.write_text('{"instruction": "a", "output": "b"}\n')
-    cli = instantiate(
-        [
-            "--config",
-            str(config),
-            "--model.model.path",
-            str(tiny_model_dir),
-            "--data.train",
-            str(train),
-            "--trainer.default_root_dir",
-            str(tmp_path),
-        ]
-    )
+    args = [
+        "--config",
+        str(config),
+        "--model.model.path",
+        str(tiny_model_dir),
+        "--data.train",
+        str(train),
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    ]
+    if config.stem == "rm_lora":  # its reward model is the output of another run
+        args += ["--model.reward_funcs", "[lightning_ft.rewards.length_penalty]"]
+    cli = instantiate(args)
     assert cli.model.model_spec.path == str(tiny_model_dir)
     assert cli.datamodule.train == str(train)
     assert cli.datamodule.tokenizer is cli.model.tokenizer  # linked from the model
