@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
@@ -10,6 +12,9 @@ from torch.utils.data import DataLoader
 
 from lightning_ft.data.collate import PadCollator
 from lightning_ft.data.tokenize import ConversationTokenizer
+
+if TYPE_CHECKING:
+    from lightning_ft.cli import FineTuneCLI
 
 CONVERSATIONS = [
     [
@@ -70,3 +75,18 @@ def short_fit(module: L.LightningModule, loader: DataLoader, steps: int, **train
 
 def adamw(lr: float):
     return lambda params: torch.optim.AdamW(params, lr=lr)
+
+
+def recipe_cli(recipe: str, model_dir: Path, train: Path | str, val: Path | str, root: Path) -> FineTuneCLI:
+    """A recipe from configs/ (e.g. ``rm/minilm_hh_rlhf.yaml``) through the CLI, with the public overrides for the
+    model, training and held-out data, and a run directory; nothing run yet."""
+    from lightning_ft.algorithms.base import FineTuneModule
+    from lightning_ft.cli import FineTuneCLI
+
+    args = ["--config", str(Path(__file__).resolve().parents[1] / "configs" / recipe)]
+    args += ["--model.model.path", str(model_dir), "--data.train", str(train), "--data.val", str(val)]
+    args += ["--data.val_fraction", "0", "--trainer.default_root_dir", str(root)]
+    args += ["--trainer.enable_progress_bar", "false"]
+    return FineTuneCLI(
+        FineTuneModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False, args=args
+    )

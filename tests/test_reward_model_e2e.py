@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 
-import lightning as L
 import pytest
 
-from lightning_ft.algorithms.base import FineTuneModule
-from lightning_ft.cli import FineTuneCLI, main
-from tests.conftest import ROOT, shared_data
+from lightning_ft.cli import main
+from tests.conftest import shared_data
+from tests.helpers import recipe_cli
 
 pytestmark = pytest.mark.slow
 TRAIN_PAIRS = 600  # hh-rlhf records 0-599
@@ -22,29 +21,7 @@ def test_minilm_reward_model_beats_chance_on_held_out_hh_rlhf(minilm_dir, tmp_pa
     train, held_out = tmp_path / "train.jsonl", tmp_path / "held_out.jsonl"
     train.write_text("".join(records[:TRAIN_PAIRS]))
     held_out.write_text("".join(records[-HELD_OUT:]))
-    cli = FineTuneCLI(
-        FineTuneModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        run=False,
-        args=[
-            "--config",
-            str(ROOT / "configs" / "rm" / "minilm_hh_rlhf.yaml"),
-            "--model.model.path",
-            str(minilm_dir),
-            "--data.train",
-            str(train),
-            "--data.val",
-            str(held_out),
-            "--data.val_fraction",
-            "0",
-            "--trainer.default_root_dir",
-            str(tmp_path / "run"),
-            "--trainer.enable_progress_bar",
-            "false",
-        ],
-    )
+    cli = recipe_cli("rm/minilm_hh_rlhf.yaml", minilm_dir, train, held_out, tmp_path / "run")
     before = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     after = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]

@@ -131,7 +131,7 @@ class OnlinePolicy(ReferencedPolicy):
             prompt_length=prompt_ids.shape[1],
             scores=total.to(self.device),
         )
-        return completions, {reward_name(name): scores for name, scores in per_reward.items()}
+        return completions, {reward_name(name): scores.to(self.device) for name, scores in per_reward.items()}
 
     @torch.no_grad()
     def sample(

@@ -186,7 +186,7 @@ class PPO(OnlinePolicy):
         if self.target_kl is not None:
             measured = float(self.all_gather(metrics["kl"]).mean())
             self.kl_coef = adaptive_kl_coef(self.kl_coef, measured, self.target_kl, size, self.kl_horizon)
-        metrics["kl_coef"] = torch.tensor(self.kl_coef)
+        metrics["kl_coef"] = torch.tensor(self.kl_coef, device=self.device)
         self.log_metrics(metrics, batch_size=size)
 
     @torch.no_grad()
@@ -217,7 +217,7 @@ class PPO(OnlinePolicy):
             advantages = whiten(advantages, mask)
         metrics = {
             "reward": scores.mean(),
-            "reward_std": scores.std() if len(scores) > 1 else torch.zeros(()),
+            "reward_std": scores.std() if len(scores) > 1 else torch.zeros((), device=scores.device),
             "kl": kl.sum(dim=1).mean(),
             "non_score_reward": (-self.kl_coef * kl).sum(dim=1).mean(),
             "entropy": masked_mean(self._entropy(completions, hidden), mask),

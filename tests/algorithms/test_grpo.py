@@ -17,6 +17,7 @@ from lightning_ft.model.spec import ModelSpec
 from tests.helpers import adamw, quiet_trainer
 
 TARGET = "a"  # dense enough that a random policy samples it: the reward has a signal from step 1
+REWARD = "tests.algorithms.test_grpo.reward_target_letter"
 
 
 def reward_target_letter(prompts, completions, **fields):
@@ -67,7 +68,7 @@ def test_rule_reward_rises(tiny_model_dir, tmp_path, peft):
     L.seed_everything(0)
     module = GRPO(
         ModelSpec(path=str(tiny_model_dir)),
-        reward_funcs=["tests.algorithms.test_grpo.reward_target_letter"],
+        reward_funcs=[REWARD],
         num_generations=8,
         max_new_tokens=12,
         beta=0.01,

@@ -13,10 +13,9 @@ from lightning_ft.algorithms import PPO
 from lightning_ft.algorithms.online import ends_with_stop
 from lightning_ft.data import PromptData
 from lightning_ft.model.spec import ModelSpec
-from tests.algorithms.test_grpo import RewardRecorder, prompt_file
+from tests.algorithms.test_grpo import REWARD, RewardRecorder, prompt_file
 from tests.helpers import adamw, quiet_trainer
 
-REWARD = "tests.algorithms.test_grpo.reward_target_letter"
 # The tiny model's random output layer is nearly uniform, so LoRA must reach it for the policy to move far.
 LORA = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "down_proj", "lm_head"])
 

@@ -92,3 +92,25 @@ def test_qlora_nf4_trains_on_cuda(tiny_model_dir, tiny_tokenizer):
     loader = repeated_batch_loader(tiny_tokenizer, steps=8)
     recorder = short_fit(module, loader, steps=8, accelerator="cuda", devices=1, precision="bf16-mixed")
     assert recorder.losses[-1] < 0.8 * recorder.losses[0]
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "grpo"])
+def test_online_rl_runs_on_cuda_in_bf16(tiny_model_dir, tmp_path, algorithm):
+    """Rollouts, rewards, reference and value forward passes all on the GPU under bf16-mixed."""
+    import lightning as L
+
+    from lightning_ft.algorithms import GRPO, PPO
+    from lightning_ft.data import PromptData
+    from tests.algorithms.test_grpo import REWARD, prompt_file
+    from tests.helpers import adamw, quiet_trainer
+
+    L.seed_everything(0)
+    spec = ModelSpec(path=str(tiny_model_dir))
+    options = {"reward_funcs": [REWARD], "max_new_tokens": 8, "peft": lora(), "optimizer": adamw(1e-3)}
+    module = PPO(spec, target_kl=1.0, **options) if algorithm == "ppo" else GRPO(spec, num_generations=4, **options)
+    data = PromptData(prompt_file(tmp_path), val=prompt_file(tmp_path), tokenizer=module.tokenizer, batch_size=4)
+    trainer = quiet_trainer(accelerator="cuda", devices=1, precision="bf16-mixed", max_steps=8, limit_val_batches=1)
+    trainer.fit(module, datamodule=data)
+    metrics = trainer.callback_metrics
+    assert all(torch.isfinite(value) for value in metrics.values()), metrics
+    assert "val/reward" in metrics
