@@ -46,7 +46,7 @@ def test_there_are_recipes_for_every_method():
     }
     assert expected <= names
     assert {path.parent.name for path in CONFIGS} >= {"sft", "dpo", "rm", "ppo", "grpo"}
-    assert len(CONFIGS) >= 26
+    assert len(CONFIGS) >= 25
 
 
 def instantiate(args: list[str]) -> FineTuneCLI:
