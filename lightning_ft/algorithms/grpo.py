@@ -93,7 +93,7 @@ class GRPO(OnlinePolicy):
                 losses = losses + self.beta * kl
                 metrics["kl"] = masked_mean(kl.detach(), mask)
             loss = self._aggregate(losses, mask)
-            self.optimizer_step(loss)
+            self.manual_step(loss)
             metrics["clip_fraction"] = masked_mean(clipped.float(), mask)
             metrics["loss"] = loss.detach()
         self.log_metrics(metrics, batch_size=len(advantages))

@@ -183,7 +183,7 @@ class OnlinePolicy(ReferencedPolicy):
         labels[:, : completions.prompt_length] = IGNORE_INDEX
         return token_logps(hidden, output_projection(model), labels)[:, completions.prompt_length :]
 
-    def optimizer_step(self, loss: torch.Tensor) -> None:
+    def manual_step(self, loss: torch.Tensor) -> None:
         """One manual optimiser step on ``loss``, with gradient clipping and a schedule step (the schedule counts
         optimiser steps, as ``trainer.max_steps`` does)."""
         optimizer = self.optimizers()

@@ -240,7 +240,7 @@ class PPO(OnlinePolicy):
         policy_loss = masked_mean(policy_losses, mask)
         value_loss = clipped_value_loss(values, old_values, rollout.returns[index], mask, self.value_clip_range)
         loss = policy_loss + self.value_loss_coef * value_loss
-        self.optimizer_step(loss)
+        self.manual_step(loss)
         log_ratio = (logprobs - old_logprobs).detach()
         value_clipped = (values - old_values).abs() > self.value_clip_range
         return {
