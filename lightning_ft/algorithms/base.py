@@ -10,9 +10,18 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
+from torch.optim import Optimizer
 from torchmetrics import Metric
 from transformers import get_scheduler
 
+from lightning_ft.algorithms.faults import (
+    NON_FINITE_ADVICE,
+    NonFiniteAction,
+    OutOfMemoryAdvice,
+    drop_gradients,
+    gradients_are_finite,
+    non_finite_message,
+)
 from lightning_ft.model.compile import compile_decoder_layers
 from lightning_ft.model.export import save_export
 from lightning_ft.model.freeze import FreezePolicy
@@ -39,6 +48,9 @@ class FineTuneModule(L.LightningModule):
         lr_scheduler: Learning-rate schedule after warmup.
         warmup_steps: Linear warmup length in optimiser steps (or use ``warmup_ratio``).
         warmup_ratio: Warmup as a fraction of all optimiser steps.
+        on_non_finite: When a step's gradients hold NaN or inf: ``stop`` the run with an error naming the step, or
+            ``skip`` the step (no weight or optimiser-state change; counted in ``train/skipped_steps``). Runs with
+            fp16's gradient scaler leave this to the scaler, which skips overflowing steps itself.
     """
 
     def __init__(
@@ -52,8 +64,11 @@ class FineTuneModule(L.LightningModule):
         lr_scheduler: ScheduleName = "cosine",
         warmup_steps: int = 0,
         warmup_ratio: float = 0.0,
+        on_non_finite: NonFiniteAction = "stop",
     ) -> None:
         super().__init__()
+        if on_non_finite not in ("stop", "skip"):
+            raise ValueError(f"Unknown on_non_finite {on_non_finite!r}; valid: stop, skip")
         if warmup_steps and warmup_ratio:
             raise ValueError("Set warmup_steps or warmup_ratio, not both.")
         self.model_spec = model
@@ -65,6 +80,9 @@ class FineTuneModule(L.LightningModule):
         self.lr_scheduler = lr_scheduler
         self.warmup_steps = warmup_steps
         self.warmup_ratio = warmup_ratio
+        self.on_non_finite = on_non_finite
+        self.skipped_steps = 0
+        self._last_loss: torch.Tensor | None = None
         self.tokenizer = model.load_tokenizer()
         self.model: nn.Module | None = None
         self.flops_per_batch: int | None = None
@@ -97,6 +115,25 @@ class FineTuneModule(L.LightningModule):
         message = slow_bf16_warning(self.device.type, self.trainer.precision, dtype)
         if message:
             rank_zero_warn(message)
+
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        self._last_loss = loss.detach()
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        """Stop or skip a step whose gradients are not finite (after backward and any all-reduce, so every rank
+        decides alike)."""
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None or gradients_are_finite(optimizer):
+            return
+        message = non_finite_message(self.global_step, self.current_epoch, self._last_loss)
+        if self.on_non_finite == "stop":
+            raise FloatingPointError(f"{message}. {NON_FINITE_ADVICE}")
+        rank_zero_warn(f"{message}: step skipped (model.on_non_finite: skip)")
+        drop_gradients(optimizer)
+        self.skipped_steps += 1
+        self.log("train/skipped_steps", float(self.skipped_steps))
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [OutOfMemoryAdvice()]
 
     def configure_optimizers(self) -> dict[str, Any]:
         decay, no_decay = [], []

@@ -73,6 +73,7 @@ class SFT(FineTuneModule):
         self.log("train/trained_tokens", step_tokens, on_step=True)
         self._step_loss_sum = torch.zeros_like(self._step_loss_sum)
         self._step_tokens = torch.zeros_like(self._step_tokens)
+        super().on_before_optimizer_step(optimizer)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss_sum, num_tokens = self._step(batch)
