@@ -14,7 +14,8 @@ from lightning_ft.algorithms.base import FineTuneModule
 from lightning_ft.callbacks import TokenRateProgressBar
 from lightning_ft.cli import FineTuneCLI, main, trainer_defaults
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = sorted(path for path in CONFIG_DIR.rglob("*.yaml") if path.parent.name != "strategies")
 
 
 def test_there_are_recipes_for_every_method():
