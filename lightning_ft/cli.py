@@ -12,7 +12,12 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_ft.algorithms.base import FineTuneModule
-from lightning_ft.callbacks import HuggingFaceExport, TokenRateProgressBar, TokenThroughputMonitor
+from lightning_ft.callbacks import (
+    AtomicModelCheckpoint,
+    HuggingFaceExport,
+    TokenRateProgressBar,
+    TokenThroughputMonitor,
+)
 from lightning_ft.eval.reward import score_pairs
 from lightning_ft.model.export import load_export, merge_export
 from lightning_ft.model.generation import generate_reply
@@ -119,7 +124,8 @@ EXTRA_COMMANDS = {"export": export, "chat": chat, "generate": chat, "score": sco
 
 
 def trainer_defaults() -> dict[str, Any]:
-    return {"callbacks": [TokenRateProgressBar(), LearningRateMonitor(logging_interval="step")]}
+    callbacks = [TokenRateProgressBar(), LearningRateMonitor(logging_interval="step")]
+    return {"callbacks": [*callbacks, AtomicModelCheckpoint(save_last=True)]}
 
 
 def main(args: list[str] | None = None) -> None:
