@@ -111,8 +111,10 @@ def test_deepspeed_fragments(fragment, stage, offload):
     spec = yaml.safe_load((CONFIGS / "strategies" / fragment).read_text())["trainer"]["strategy"]
     assert spec["class_path"] == "lightning.pytorch.strategies.DeepSpeedStrategy"
     assert spec["init_args"]["stage"] == stage
+    assert spec["init_args"]["exclude_frozen_parameters"]  # adapter-only checkpoints
     if importlib.util.find_spec("deepspeed") is None:
         pytest.skip("deepspeed is an optional extra (pip install -e '.[deepspeed]'); its fragment parsed")
     strategy = strategy_from(fragment)
+    assert strategy.exclude_frozen_parameters
     zero = strategy.config["zero_optimization"]
     assert zero["stage"] == stage and ("offload_param" in zero) == offload
