@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
@@ -158,8 +159,11 @@ class FineTuneModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         trainable = self._trainable_state_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["rng_states"] = rng_states()  # dropout, NEFTune noise and sampling resume exactly
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:
+            _set_rng_states(checkpoint["rng_states"])  # numpy takes its key as a list too
         if self.model is None:
             return
         missing = self._trainable_state_keys() - set(checkpoint["state_dict"])
@@ -168,6 +172,14 @@ class FineTuneModule(L.LightningModule):
 
     def _trainable_state_keys(self) -> set[str]:
         return {name for name, parameter in self.named_parameters() if parameter.requires_grad}
+
+
+def rng_states() -> dict[str, Any]:
+    """Lightning's RNG states (torch, CUDA, numpy, python) in types a ``weights_only`` checkpoint load accepts."""
+    states = _collect_rng_states()
+    kind, key, position, has_gauss, cached_gaussian = states["numpy"]
+    states["numpy"] = (kind, [int(word) for word in key], int(position), int(has_gauss), float(cached_gaussian))
+    return states
 
 
 def reset_metrics(*metrics: Metric) -> None:

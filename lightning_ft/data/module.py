@@ -19,6 +19,7 @@ import torch
 from datasets import Dataset
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from lightning_ft.data.sources import DataError, load_records
@@ -118,8 +119,10 @@ class TokenizedData(L.LightningDataModule):
             raise ValueError(f"{type(self).__name__} has no tokenizer: pass `tokenizer=` (the CLI links the model's).")
         return self.tokenizer
 
-    def _generator(self, shuffle: bool) -> torch.Generator | None:
-        return torch.Generator().manual_seed(self.seed) if shuffle else None
+    def _generator(self) -> torch.Generator:
+        """The loaders' own seeded generator: shuffling and worker seeds never draw from the global RNG, so a
+        resumed run (which restores the global RNG) draws the same numbers as an uninterrupted one."""
+        return torch.Generator().manual_seed(self.seed)
 
     def _raw_splits(self) -> dict[str, tuple[str, Dataset, list[int]]]:
         """``split -> (source, records, record numbers in the source)``; errors and reports use those numbers."""
@@ -196,11 +199,12 @@ class TokenizedData(L.LightningDataModule):
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
     def _loader(self, dataset: Any, batch_size: int, shuffle: bool, collate_fn: Callable) -> DataLoader:
-        return DataLoader(
+        """A stateful loader: Lightning saves its position in checkpoints, so a run resumes mid-epoch exactly."""
+        return StatefulDataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
-            generator=self._generator(shuffle),
+            generator=self._generator(),
             collate_fn=collate_fn,
             num_workers=self.num_workers,
         )

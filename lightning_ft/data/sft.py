@@ -8,6 +8,7 @@ from typing import Any
 
 from datasets import Dataset
 from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from lightning_ft.data.collate import PadCollator
 from lightning_ft.data.formats import (
@@ -88,8 +89,12 @@ class SFTData(TokenizedData):
         if self.group_by_length and shuffle:
             lengths = [len(ids) for ids in examples["input_ids"]]
             sampler = LengthGroupedBatchSampler(lengths, batch_size, seed=self.seed)
-            return DataLoader(
-                examples, batch_sampler=sampler, collate_fn=PadCollator(pad_token_id), num_workers=self.num_workers
+            return StatefulDataLoader(
+                examples,
+                batch_sampler=sampler,
+                collate_fn=PadCollator(pad_token_id),
+                num_workers=self.num_workers,
+                generator=self._generator(),
             )
         return self._loader(examples, batch_size, shuffle, PadCollator(pad_token_id))
 
