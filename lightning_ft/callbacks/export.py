@@ -40,7 +40,8 @@ class HuggingFaceExport(Callback):
                 rank_zero_info(f"Exported the fine-tuned model to {path}")
 
     def _export(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> Path | None:
+        directory = self.export_dir(trainer) / name  # on every rank: trainer.log_dir broadcasts under DDP
         if not trainer.is_global_zero:
             return None
-        self.last_export = pl_module.export(self.export_dir(trainer) / name)
+        self.last_export = pl_module.export(directory)
         return self.last_export

@@ -3,17 +3,19 @@
 The global batch is the same 4 conversations per step whatever DEVICES is (4 per process alone, 2 per process on 2,
 dealt out by rank without shuffling, since Lightning's automatic distributed sampler always shuffles training data):
 with token-normalised losses, 1 and 2 processes must follow the same trajectory. Rank 0 writes the per-step losses
-and the final trainable weights to OUT."""
+and the final trainable weights to OUT; checkpoints and Hugging Face exports are written beside it under run-DEVICES."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
 from lightning_ft.algorithms import SFT
+from lightning_ft.callbacks import AtomicModelCheckpoint, HuggingFaceExport
 from lightning_ft.data.collate import PadCollator
 from lightning_ft.model.spec import ModelSpec
 from tests.conftest import build_tiny_tokenizer
@@ -51,9 +53,10 @@ def main(model_dir: str, out: str, devices: int) -> None:
         devices=devices,
         strategy="ddp" if devices > 1 else "auto",
         max_steps=STEPS,
-        callbacks=[recorder],
+        # checkpoints and exports at every other step: every collective in them must be reached by all ranks
+        callbacks=[recorder, AtomicModelCheckpoint(every_n_train_steps=2, save_last=True), HuggingFaceExport()],
+        default_root_dir=str(Path(out).parent / f"run-{devices}"),
         logger=False,
-        enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         use_distributed_sampler=False,

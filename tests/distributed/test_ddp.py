@@ -35,3 +35,7 @@ def test_two_gloo_processes_equal_one_with_the_same_global_batch(tiny_model_dir,
     torch.testing.assert_close(torch.tensor(ddp["losses"]), torch.tensor(single["losses"]), atol=1e-5, rtol=1e-5)
     for name, weight in single["weights"].items():
         torch.testing.assert_close(ddp["weights"][name], weight, atol=1e-5, rtol=1e-4, msg=name)
+    for devices in (1, 2):  # checkpoints and exports under DDP (a collective on rank 0 alone would hang)
+        run_dir = tmp_path / f"run-{devices}"
+        assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+        assert (run_dir / "hf" / "final" / "lightning_ft.json").exists()
