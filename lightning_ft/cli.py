@@ -55,8 +55,17 @@ class FineTuneCLI(LightningCLI):
             self.trainer_defaults = {**self.trainer_defaults, "callbacks": kept}
         return super().instantiate_trainer(**kwargs)
 
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[L.Callback]) -> L.Trainer:
+        # Nor our checkpoint callback with `--trainer.enable_checkpointing false`.
+        if config.get("enable_checkpointing") is False:
+            callbacks = [callback for callback in callbacks if not isinstance(callback, AtomicModelCheckpoint)]
+        return super()._instantiate_trainer(config, callbacks)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(HuggingFaceExport, "export")
+        # Checkpoints: atomic, with last.ckpt; e.g. --checkpoint.every_n_train_steps 500 for long epochs.
+        parser.add_lightning_class_args(AtomicModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.save_last": True})
         parser.add_lightning_class_args(TokenThroughputMonitor, "throughput")
         # The data module tokenizes with the model's tokenizer, chat template included.
         parser.link_arguments("model", "data.init_args.tokenizer", compute_fn=_tokenizer_of, apply_on="instantiate")
@@ -124,8 +133,7 @@ EXTRA_COMMANDS = {"export": export, "chat": chat, "generate": chat, "score": sco
 
 
 def trainer_defaults() -> dict[str, Any]:
-    callbacks = [TokenRateProgressBar(), LearningRateMonitor(logging_interval="step")]
-    return {"callbacks": [*callbacks, AtomicModelCheckpoint(save_last=True)]}
+    return {"callbacks": [TokenRateProgressBar(), LearningRateMonitor(logging_interval="step")]}
 
 
 def main(args: list[str] | None = None) -> None:

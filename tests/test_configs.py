@@ -11,7 +11,7 @@ import lightning as L
 import pytest
 
 from lightning_ft.algorithms.base import FineTuneModule
-from lightning_ft.callbacks import TokenRateProgressBar
+from lightning_ft.callbacks import AtomicModelCheckpoint, TokenRateProgressBar
 from lightning_ft.cli import FineTuneCLI, main, trainer_defaults
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -163,3 +163,14 @@ def test_progress_bar_can_be_turned_off(tiny_model_dir, tmp_path):
         **kwargs,
     )
     assert without.trainer.progress_bar_callback is None
+
+
+def test_checkpoints_are_atomic_configurable_and_can_be_turned_off(tiny_model_dir, tmp_path):
+    lora = next(p for p in CONFIGS if p.stem == "lora")
+    args = ["--config", str(lora), "--model.model.path", str(tiny_model_dir)]
+    args += ["--trainer.default_root_dir", str(tmp_path)]
+    cli = instantiate([*args, "--checkpoint.every_n_train_steps", "7"])
+    checkpoint = cli.trainer.checkpoint_callback
+    assert isinstance(checkpoint, AtomicModelCheckpoint)
+    assert checkpoint._every_n_train_steps == 7 and checkpoint.save_last
+    assert instantiate([*args, "--trainer.enable_checkpointing", "false"]).trainer.checkpoint_callback is None
