@@ -50,7 +50,8 @@ python - "$WORK" "$STEPS" <<'PY'
 import sys, torch
 from pathlib import Path
 work, steps = Path(sys.argv[1]), int(sys.argv[2])
+preempted = torch.load(next(work.glob("run/hpc_ckpt_*.ckpt")), weights_only=False)["global_step"]
 last = torch.load(next(work.glob("run/**/last.ckpt")), weights_only=False)
-assert last["global_step"] == steps, last["global_step"]
-print(f"OK: preempted, requeued, resumed, finished at step {steps}")
+assert 0 < preempted < steps and last["global_step"] == steps, (preempted, last["global_step"])
+print(f"OK: preempted at step {preempted}, requeued, resumed from its checkpoint, finished at step {steps}")
 PY
