@@ -179,8 +179,7 @@ class OnlinePolicy(ReferencedPolicy):
         """``(N, completion length)`` log-probs of the sampled completion tokens (0 after each completion's end)."""
         if hidden is None:
             hidden = self.hidden_states(model, completions)
-        labels = completions.input_ids.masked_fill(completions.attention_mask == 0, IGNORE_INDEX)
-        labels[:, : completions.prompt_length] = IGNORE_INDEX
+        labels = completion_labels(completions)
         return token_logps(hidden, output_projection(model), labels)[:, completions.prompt_length :]
 
     def manual_step(self, loss: torch.Tensor) -> None:
@@ -199,6 +198,13 @@ class OnlinePolicy(ReferencedPolicy):
     def log_metrics(self, metrics: dict[str, torch.Tensor], batch_size: int) -> None:
         for name, value in metrics.items():
             self.log(f"train/{name}", value, prog_bar=name in ("reward", "loss"), batch_size=batch_size)
+
+
+def completion_labels(completions: Completions) -> torch.Tensor:
+    """``(N, length)`` labels scoring the completion tokens only (prompt and padding ``-100``)."""
+    labels = completions.input_ids.masked_fill(completions.attention_mask == 0, IGNORE_INDEX)
+    labels[:, : completions.prompt_length] = IGNORE_INDEX
+    return labels
 
 
 def through_first_stop(completions: torch.Tensor, stop_ids: list[int]) -> torch.Tensor:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from lightning_ft.algorithms.online import Completions, OnlinePolicy, ends_with_stop
+from lightning_ft.algorithms.online import Completions, OnlinePolicy, completion_labels, ends_with_stop
 from lightning_ft.algorithms.reference import reference_policy, turn_off_dropout
 from lightning_ft.losses.logps import token_entropy
 from lightning_ft.losses.rl import (
@@ -23,7 +23,6 @@ from lightning_ft.losses.rl import (
     masked_mean,
     whiten,
 )
-from lightning_ft.losses.sft import IGNORE_INDEX
 from lightning_ft.model.generation import stop_token_ids
 from lightning_ft.model.heads import output_projection, unwrap
 from lightning_ft.model.spec import ModelSpec
@@ -253,8 +252,7 @@ class PPO(OnlinePolicy):
         }
 
     def _entropy(self, completions: Completions, hidden: torch.Tensor) -> torch.Tensor:
-        labels = completions.input_ids.masked_fill(completions.attention_mask == 0, IGNORE_INDEX)
-        labels[:, : completions.prompt_length] = IGNORE_INDEX
+        labels = completion_labels(completions)
         return token_entropy(hidden, output_projection(self.model), labels)[:, completions.prompt_length :]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
