@@ -5,26 +5,52 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import BatchSampler, DistributedSampler, Sampler
 
 
-class LengthGroupedBatchSampler(Sampler[list[int]]):
+class LengthGroupedBatchSampler(BatchSampler):
     """Shuffles, cuts the order into mega-batches of ``mega_batch_factor * batch_size`` examples, sorts each
     mega-batch by length (longest first) and yields its batches in a shuffled order. Seeded; a new order each epoch.
     Stateful (epoch and batches yielded), so a resumed run continues mid-epoch with the same order.
+
+    Under DDP every rank computes the same order and the grouping works on global batches of ``W * batch_size``
+    examples, which rank ``r`` of ``W`` cuts into pieces and takes the ``r``-th (the longest go to rank 0): the ranks'
+    batches at one step hold neighbouring lengths, so no rank waits long for the others. As with PyTorch's
+    ``DistributedSampler``, the order is padded with its first examples to a multiple of ``W``.
+
+    Args:
+        lengths: Length of each example.
+        batch_size: Examples per batch (per rank).
+        seed: Seed of the order; epoch ``e`` uses ``seed + e``.
+        mega_batch_factor: Batches per mega-batch: larger groups lengths more tightly but shuffles less.
+        sampler: Read only for the shard it stands for: Lightning injects a ``DistributedSampler`` here under DDP
+            (the name is Lightning's interface for batch samplers); its own order is not used.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, mega_batch_factor: int = 50) -> None:
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        seed: int = 0,
+        mega_batch_factor: int = 50,
+        sampler: Sampler[int] | None = None,
+    ) -> None:
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.seed = seed
         self.mega_batch_factor = mega_batch_factor
+        self.sampler = sampler
+        self.drop_last = False
+        is_shard = isinstance(sampler, DistributedSampler)
+        self.num_replicas = sampler.num_replicas if is_shard else 1
+        self.rank = sampler.rank if is_shard else 0
         self.epoch = 0  # of the next iteration
         self._yielded = 0  # batches of the current iteration handed out
         self._skip = 0  # batches to pass over after load_state_dict
 
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
+        per_rank = -(-len(self.lengths) // self.num_replicas)
+        return -(-per_rank // self.batch_size)
 
     def state_dict(self) -> dict[str, int]:
         if self._yielded == 0 or self._yielded >= len(self):
@@ -34,18 +60,28 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self._skip, self._yielded = state["epoch"], state["yielded"], 0
 
-    def __iter__(self) -> Iterator[list[int]]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        self.epoch += 1
-        skip, self._skip, self._yielded = self._skip, 0, 0
+    def steps(self, epoch: int) -> list[list[list[int]]]:
+        """The batches of ``epoch``: for each step, one per rank."""
+        generator = torch.Generator().manual_seed(self.seed + epoch)
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
-        mega = self.mega_batch_factor * self.batch_size
-        batches = []
+        order += order[: -len(order) % self.num_replicas]  # pad to a multiple of the world size
+        world_batch = self.num_replicas * self.batch_size
+        mega = self.mega_batch_factor * world_batch
+        global_batches = []
         for start in range(0, len(order), mega):
             group = sorted(order[start : start + mega], key=lambda i: -self.lengths[i])
-            batches += [group[i : i + self.batch_size] for i in range(0, len(group), self.batch_size)]
-        for position, index in enumerate(torch.randperm(len(batches), generator=generator).tolist()):
-            if position < skip:
-                continue
+            global_batches += [group[i : i + world_batch] for i in range(0, len(group), world_batch)]
+        steps = []
+        for index in torch.randperm(len(global_batches), generator=generator).tolist():
+            batch = global_batches[index]
+            piece = len(batch) // self.num_replicas
+            steps.append([batch[r * piece : (r + 1) * piece] for r in range(self.num_replicas)])
+        return steps
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = [step[self.rank] for step in self.steps(self.epoch)]
+        self.epoch += 1
+        skip, self._skip, self._yielded = self._skip, 0, 0
+        for position in range(skip, len(batches)):
             self._yielded = position + 1
-            yield batches[index]
+            yield batches[position]

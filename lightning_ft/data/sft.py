@@ -48,6 +48,10 @@ class SFTData(TokenizedData):
         group_by_length: bool = False,
         **kwargs: Any,
     ) -> None:
+        if packing and group_by_length:
+            raise ValueError(
+                "group_by_length batches padded conversations: it needs packing: false (packed rows have no padding)"
+            )
         super().__init__(train, **kwargs)
         self.train_on = train_on
         self.packing = packing

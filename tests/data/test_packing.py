@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils.data import DistributedSampler
 
 from lightning_ft.data.packing import PackingCollator, pack_sequences
 from lightning_ft.data.sampling import LengthGroupedBatchSampler
@@ -45,3 +46,38 @@ def test_length_grouped_batches_cover_everything_and_group_similar_lengths():
     # One mega-batch holds everything here, so each batch is a run of 10 consecutive lengths.
     assert all(max(batch) - min(batch) == 9 for batch in first)
     assert len(sampler) == 10
+
+
+def shards(lengths: list[int], world: int, **options) -> list[LengthGroupedBatchSampler]:
+    return [
+        LengthGroupedBatchSampler(lengths, sampler=DistributedSampler(lengths, num_replicas=world, rank=r), **options)
+        for r in range(world)
+    ]
+
+
+def test_length_grouped_shards_split_each_global_batch_by_length():
+    """23 examples on 3 ranks: padded to 24 with the epoch's first example, 2 steps of 3 × 4; at each step rank 0
+    holds the 4 longest of the step's 12, rank 2 the 4 shortest."""
+    lengths = torch.randint(1, 50, (23,), generator=torch.Generator().manual_seed(0)).tolist()
+    ranks = [list(sampler) for sampler in shards(lengths, 3, batch_size=4, seed=3)]
+    assert [len(batches) for batches in ranks] == [2, 2, 2]
+    assert all(len(batch) == 4 for batches in ranks for batch in batches)
+    taken = [i for batches in ranks for batch in batches for i in batch]
+    assert sorted(set(taken)) == list(range(23)) and len(taken) == 24
+    for step in zip(*ranks, strict=True):
+        step_lengths = [sorted((lengths[i] for i in batch), reverse=True) for batch in step]
+        assert step_lengths[0][-1] >= step_lengths[1][0] and step_lengths[1][-1] >= step_lengths[2][0]
+
+
+def test_one_shard_is_the_plain_sampler_and_resumes_mid_epoch():
+    lengths = list(range(37))
+    (alone,) = shards(lengths, 1, batch_size=5, seed=2, mega_batch_factor=2)
+    assert list(alone) == list(LengthGroupedBatchSampler(lengths, 5, seed=2, mega_batch_factor=2))
+    first, second = shards(lengths, 2, batch_size=5, seed=2, mega_batch_factor=2)
+    expected = list(second)
+    iterator = iter(first)
+    next(iterator), next(iterator)
+    resumed = shards(lengths, 2, batch_size=5, seed=2, mega_batch_factor=2)[0]
+    resumed.load_state_dict(first.state_dict())
+    assert list(resumed) == list(shards(lengths, 2, batch_size=5, seed=2, mega_batch_factor=2)[0])[2:]
+    assert len(expected) == len(first) == 4  # 38 (padded) / 2 ranks = 19 per rank, in batches of 5

@@ -103,3 +103,8 @@ def test_real_sharegpt_and_oasst_chats_tokenize(tmp_path):
     oasst = ChatData(str(shared_data("chat/oasst_en100_messages.jsonl")), tokenizer=tokenizer, max_length=256)
     oasst.prepare_data()
     assert oasst.stats["train"]["records"] == 100
+
+
+def test_length_grouping_of_packed_rows_is_refused():
+    with pytest.raises(ValueError, match="group_by_length batches padded conversations: it needs packing: false"):
+        InstructionData("unused.jsonl", packing=True, group_by_length=True)

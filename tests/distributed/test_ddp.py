@@ -3,6 +3,7 @@ the same global batch."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,3 +40,30 @@ def test_two_gloo_processes_equal_one_with_the_same_global_batch(tiny_model_dir,
         run_dir = tmp_path / f"run-{devices}"
         assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
         assert (run_dir / "hf" / "final" / "lightning_ft.json").exists()
+
+
+GROUPED_SCRIPT = ROOT / "tests" / "distributed" / "grouped_run.py"
+
+
+def test_length_grouped_batches_are_dealt_across_ranks(tiny_model_dir, tmp_path):
+    """With Lightning's default distributed sampling, the two ranks split global batches of one length-grouped
+    order: together they cover every example once per epoch, and each step's two batches hold neighbouring lengths
+    (here everything is one mega-batch, so a step takes four consecutive lengths of the sorted order)."""
+    words = ["ok", "yes please", "a somewhat longer answer", "the longest answer of them all, by a clear margin"]
+    records = [{"instruction": f"Reply {i}.", "output": f"{words[i % 4]} " * (i % 3 + 1)} for i in range(12)]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(record) + "\n" for record in records))
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(GROUPED_SCRIPT), str(tiny_model_dir), str(train), str(tmp_path / "out")]
+    result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"out.rank{rank}", weights_only=False) for rank in (0, 1)]
+    first, second = ranks[0]["batches"], ranks[1]["batches"]
+    assert len(first) == len(second) == 3  # 12 examples, batches of 2, 2 ranks
+    assert sorted(i for batch in first + second for i in batch) == list(range(12))
+    lengths = ranks[0]["lengths"]
+    descending = sorted(lengths, reverse=True)
+    consecutive = sorted(descending[4 * k : 4 * k + 4] for k in range(3))
+    steps = [[lengths[i] for i in a] + [lengths[i] for i in b] for a, b in zip(first, second, strict=True)]
+    assert sorted(sorted(step, reverse=True) for step in steps) == consecutive
+    assert all(min(lengths[i] for i in a) >= max(lengths[i] for i in b) for a, b in zip(first, second, strict=True))
