@@ -27,6 +27,7 @@ from lightning_ft.model.compile import compile_decoder_layers
 from lightning_ft.model.export import save_export
 from lightning_ft.model.freeze import FreezePolicy
 from lightning_ft.model.precision import slow_bf16_warning
+from lightning_ft.model.sharding import shardable_spec, sharded_param_dtype
 from lightning_ft.model.spec import ModelSpec
 from lightning_ft.model.trainable import AdapterConfig, build_trainable_model, count_parameters
 
@@ -93,6 +94,8 @@ class FineTuneModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.model is not None:
             return
+        if self._trainer is not None:
+            self.model_spec = self.spec_for_strategy(self.model_spec)
         self.model = self.build_model()
         self.model.train()  # from_pretrained returns eval mode; dropout must be live while training
         if self.compile_options:
@@ -101,6 +104,14 @@ class FineTuneModule(L.LightningModule):
             rank_zero_info(f"torch.compile: {compiled} decoder layers")
         trainable, total = count_parameters(self.model)
         rank_zero_info(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)")
+
+    def spec_for_strategy(self, spec: ModelSpec) -> ModelSpec:
+        """Under FSDP or ZeRO-3, 4-bit weights are stored in the dtype the strategy computes in (QLoRA sharding)."""
+        param_dtype = sharded_param_dtype(self.trainer.strategy, str(self.trainer.precision))
+        shardable = spec if param_dtype is None else shardable_spec(spec, param_dtype)
+        if shardable is not spec:
+            rank_zero_info(f"Sharded QLoRA: 4-bit weights stored in, and other weights loaded as, {shardable.dtype}")
+        return shardable
 
     def build_model(self) -> nn.Module:
         """The model to train: the spec's causal LM with the adapter or freeze policy applied. Algorithms that need

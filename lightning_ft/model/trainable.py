@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from lightning_ft.model.bottleneck import BottleneckConfig
 from lightning_ft.model.freeze import FreezePolicy
+from lightning_ft.model.sharding import has_float_quant_storage
 from lightning_ft.model.spec import ModelSpec
 
 AdapterConfig = PeftConfig | BottleneckConfig
@@ -33,9 +34,10 @@ def build_trainable_model(
     model = spec.load_model(auto_class, **model_kwargs)
     model.config.use_cache = False
     checkpointing_kwargs = {"use_reentrant": False}
-    if is_quantized(model):
-        if adapter is None:
-            raise ValueError("k-bit quantized weights cannot be trained directly: add an adapter (QLoRA).")
+    if is_quantized(model) and adapter is None:
+        raise ValueError("k-bit quantized weights cannot be trained directly: add an adapter (QLoRA).")
+    if is_quantized(model) and not has_float_quant_storage(spec):
+        # Not when sharding (float storage): its upcast of the other weights to float32 would mix dtypes in a layer.
         model = prepare_model_for_kbit_training(
             model,
             use_gradient_checkpointing=gradient_checkpointing,

@@ -7,11 +7,13 @@ from typing import Any
 
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
-from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+from torch.distributed.fsdp.wrap import CustomPolicy, ModuleWrapPolicy
 
 
 class DecoderLayerFSDP(FSDPStrategy):
     """FSDP that shards (and optionally activation-checkpoints) each decoder layer of whatever model was loaded.
+    Adapter modules of another dtype than the frozen base (float32 LoRA on a bfloat16 or 4-bit base) are wrapped as
+    units of their own, since a unit holds one dtype.
 
     Args:
         checkpoint_decoder_layers: Recompute each decoder layer's activations in backward (FSDP's activation
@@ -31,9 +33,25 @@ class DecoderLayerFSDP(FSDPStrategy):
 
     def set_decoder_layer_policies(self, model: nn.Module) -> None:
         layers = decoder_layer_classes(model)
-        self.kwargs.setdefault("auto_wrap_policy", ModuleWrapPolicy(layers))
+        odd = odd_dtype_modules(model)
+        wrap = ModuleWrapPolicy(layers) if not odd else CustomPolicy(lambda m: isinstance(m, tuple(layers)) or m in odd)
+        self.kwargs.setdefault("auto_wrap_policy", wrap)
         if self.checkpoint_decoder_layers and not self._activation_checkpointing_kwargs:
             self._activation_checkpointing_kwargs = {"auto_wrap_policy": ModuleWrapPolicy(layers)}
+
+
+def odd_dtype_modules(model: nn.Module) -> set[nn.Module]:
+    """Modules whose own parameters all have another dtype than the model's frozen weights (float32 adapters on a
+    bfloat16 or 4-bit base). FSDP flattens each unit into one tensor of one dtype, so these get units of their own."""
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+    if len(frozen) != 1:
+        return set()
+    (base,) = frozen
+    return {
+        module
+        for module in model.modules()
+        if (own := list(module.parameters(recurse=False))) and all(p.dtype != base for p in own)
+    }
 
 
 def decoder_layer_classes(model: nn.Module) -> set[type[nn.Module]]:
