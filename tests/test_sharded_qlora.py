@@ -91,7 +91,8 @@ def test_fsdp_shards_qlora_and_computes_what_the_unsharded_model_does(
     units = sum(isinstance(unit, FullyShardedDataParallel) for unit in sharded.modules())
     # root + 2 decoder layers; on the bfloat16 base each float32 LoRA A/B (7 linears x 2 layers x 2) is its own unit
     assert units == (3 + 28 if dtype == torch.bfloat16 else 3)
-    # (bf16: a few units in the last place of logits of about 0.4) The cast to the parameter dtype left the packed 4-bit data intact: the same logits (bf16 rounding aside).
+    # The cast to the parameter dtype left the packed 4-bit data intact: the same logits, up to a few bf16
+    # units in the last place (the logits are about 0.4).
     torch.testing.assert_close(logits(sharded, dtype), expected, atol=8e-3 if dtype == torch.bfloat16 else 0, rtol=0)
     with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
         sharded(input_ids=PROMPT, labels=PROMPT).loss.backward()

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim import Optimizer
 
 from lightning_ft.algorithms.reference import ReferencedPolicy
 from lightning_ft.losses.logps import token_logps
@@ -188,12 +189,17 @@ class OnlinePolicy(ReferencedPolicy):
         optimizer = self.optimizers()
         optimizer.zero_grad()
         self.manual_backward(loss)
-        if self.max_grad_norm is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
-        optimizer.step()
+        optimizer.step()  # clips in `on_before_optimizer_step`
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        """Clip here, not before ``optimizer.step()``: under fp16 the gradients are unscaled only inside the step,
+        just before this hook (clipping scaled gradients would shrink every update by the loss scale)."""
+        super().on_before_optimizer_step(optimizer)
+        if self.max_grad_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
 
     def log_metrics(self, metrics: dict[str, torch.Tensor], batch_size: int) -> None:
         for name, value in metrics.items():

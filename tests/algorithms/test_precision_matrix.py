@@ -1,0 +1,113 @@
+"""Every algorithm under every precision on CPU: two optimiser steps and a validation pass with finite metrics,
+trainable weights that move and keep the dtype the precision implies. ``16-mixed`` runs with a real GradScaler on CPU
+(Lightning would otherwise map it to bf16 there); the CUDA run of the same matrix is in tests/gpu/."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
+from peft import LoraConfig
+
+from lightning_ft.algorithms import DPO, GRPO, PPO, SFT, RewardModel
+from lightning_ft.data import InstructionData, PreferenceData, PromptData
+from lightning_ft.model.spec import ModelSpec
+from tests.algorithms.test_dpo import PAIRS, kto_file, pair_file
+from tests.algorithms.test_grpo import REWARD, prompt_file
+from tests.helpers import adamw, quiet_trainer
+
+ALGORITHMS = ["sft", "dpo", "kto", "reward", "grpo", "ppo"]
+PRECISIONS = ["32-true", "bf16-mixed", "bf16-true", "16-mixed"]
+
+
+def lora() -> LoraConfig:
+    return LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)
+
+
+def loss_options(algorithm: str) -> dict:
+    return {"loss_type": "kto"} if algorithm == "kto" else {}
+
+
+def build(algorithm: str, model_dir, tmp_path) -> tuple[L.LightningModule, L.LightningDataModule]:
+    spec = ModelSpec(path=str(model_dir))
+    common = {"peft": lora(), "optimizer": adamw(1e-2)}
+    if algorithm == "sft":
+        module = SFT(spec, **common)
+        data = InstructionData(
+            pair_file(tmp_path),
+            val=pair_file(tmp_path),
+            fields={"instruction": "prompt", "output": "chosen"},
+            tokenizer=module.tokenizer,
+            batch_size=2,
+            max_length=64,
+        )
+    elif algorithm in ("dpo", "kto", "reward"):
+        kto = algorithm == "kto"
+        module = (
+            RewardModel(spec, **common) if algorithm == "reward" else DPO(spec, **common, **loss_options(algorithm))
+        )
+        train = kto_file(tmp_path) if kto else pair_file(tmp_path)
+        data = PreferenceData(
+            train,
+            val=train,
+            format="kto" if kto else "pairs",
+            tokenizer=module.tokenizer,
+            batch_size=len(PAIRS),
+            max_length=64,
+        )
+    else:
+        options = {"reward_funcs": [REWARD], "max_new_tokens": 6, **common}
+        module = PPO(spec, ppo_epochs=1, **options) if algorithm == "ppo" else GRPO(spec, num_generations=2, **options)
+        prompts = prompt_file(tmp_path, count=4)
+        data = PromptData(prompts, val=prompts, tokenizer=module.tokenizer, batch_size=2)
+    return module, data
+
+
+def trainer_for(precision: str, **kwargs) -> L.Trainer:
+    if precision == "16-mixed":  # a real fp16 GradScaler on CPU
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+        kwargs["plugins"] = [MixedPrecision("16-mixed", "cpu", scaler)]
+    else:
+        kwargs["precision"] = precision
+    return quiet_trainer(**{"num_sanity_val_steps": 0, "limit_val_batches": 1, **kwargs})
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_algorithm_trains_under_precision(tiny_model_dir, tmp_path, algorithm, precision):
+    L.seed_everything(0)
+    module, data = build(algorithm, tiny_model_dir, tmp_path)
+    module.configure_model()
+    before = {name: p.detach().clone().float() for name, p in module.named_parameters() if p.requires_grad}
+    trainer = trainer_for(precision, max_steps=2)
+    trainer.fit(module, datamodule=data)
+    metrics = trainer.callback_metrics
+    assert any(name.startswith("val/") for name in metrics), sorted(metrics)
+    assert all(torch.isfinite(value) for value in metrics.values()), metrics
+    trainable = {name: p for name, p in module.named_parameters() if p.requires_grad}
+    assert trainable.keys() == before.keys()
+    expected_dtype = torch.bfloat16 if precision == "bf16-true" else torch.float32
+    assert {p.dtype for p in trainable.values()} == {expected_dtype}
+    moved = [name for name, p in trainable.items() if not torch.equal(p.detach().float(), before[name])]
+    assert len(moved) > len(trainable) // 2, f"only {len(moved)} of {len(trainable)} trainable tensors moved"
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
+def test_online_rl_clips_unscaled_gradients_under_fp16(tiny_model_dir, tmp_path, algorithm):
+    """Manual optimisation clips after the GradScaler unscales: with SGD and a tiny max norm, one step moves the
+    trainable weights by exactly lr * max_grad_norm, as in fp32 (clipping the scaled gradients would move them
+    2^8 times less)."""
+    lr, max_norm = 0.1, 1e-3
+    for precision in ("32-true", "16-mixed"):
+        L.seed_everything(0)
+        module, data = build(algorithm, tiny_model_dir, tmp_path)
+        module.optimizer = lambda params: torch.optim.SGD(params, lr=lr)
+        module.max_grad_norm = max_norm
+        module.configure_model()
+        before = {name: p.detach().clone() for name, p in module.named_parameters() if p.requires_grad}
+        trainer_for(precision, max_steps=1, limit_val_batches=0).fit(module, datamodule=data)
+        step = torch.cat(
+            [(p.detach() - before[name]).flatten() for name, p in module.named_parameters() if name in before]
+        )
+        assert step.norm().item() == pytest.approx(lr * max_norm, rel=1e-3), precision
