@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import lightning as L
@@ -18,6 +19,7 @@ from lightning_ft.callbacks import (
     TokenRateProgressBar,
     TokenThroughputMonitor,
 )
+from lightning_ft.data.multimodal import open_image
 from lightning_ft.eval.reward import score_pairs
 from lightning_ft.model.export import load_export, merge_export
 from lightning_ft.model.generation import generate_reply
@@ -72,7 +74,7 @@ class FineTuneCLI(LightningCLI):
 
 
 def _tokenizer_of(module: FineTuneModule):  # noqa: ANN202 - the return type would drag in transformers here
-    return module.tokenizer
+    return getattr(module, "processor", None) or module.tokenizer  # vision-language models: their processor
 
 
 def export(adapter: str, output: str, dtype: DTypeName = "float32") -> None:
@@ -91,6 +93,7 @@ def chat(
     model: str,
     prompt: str | None = None,
     system: str | None = None,
+    image: str | None = None,
     max_new_tokens: int = 256,
     temperature: float = 0.0,
     dtype: DTypeName = "float32",
@@ -101,18 +104,29 @@ def chat(
         model: An export directory (adapter or full model) or any Hugging Face model directory.
         prompt: A prompt to answer; without one, an interactive chat reads stdin.
         system: System message.
+        image: An image file the first turn is about (vision-language exports); ``<image>`` in the prompt marks
+            where it goes, else it comes first.
         max_new_tokens: Longest reply.
         temperature: 0 decodes greedily; above 0 samples.
         dtype: Dtype to load the weights in.
     """
     network, tokenizer = load_export(model, dtype=dtype)
     opening = [{"role": "system", "content": system}] if system else []
+    images = [open_image(Path(image), "--image")] if image else []
+    image_token = getattr(tokenizer, "image_token", "<image>")
+
+    def with_image(text: str) -> str:
+        if not images:
+            return text
+        return text.replace("<image>", image_token) if "<image>" in text else f"{image_token}{text}"
 
     def reply(messages: list[dict[str, str]]) -> str:
-        return generate_reply(network, tokenizer, messages, max_new_tokens=max_new_tokens, temperature=temperature)
+        return generate_reply(
+            network, tokenizer, messages, max_new_tokens=max_new_tokens, temperature=temperature, images=images
+        )
 
     if prompt:
-        print(reply([*opening, {"role": "user", "content": prompt}]))
+        print(reply([*opening, {"role": "user", "content": with_image(prompt)}]))
         return
     history = list(opening)
     print("Chat with the model; an empty line or Ctrl-D ends.")
@@ -123,7 +137,7 @@ def chat(
             break
         if not text:
             break
-        history.append({"role": "user", "content": text})
+        history.append({"role": "user", "content": with_image(text) if len(history) == len(opening) else text})
         answer = reply(history)
         history.append({"role": "assistant", "content": answer})
         print(f"assistant: {answer}")

@@ -6,5 +6,6 @@ from lightning_ft.algorithms.grpo import GRPO
 from lightning_ft.algorithms.ppo import PPO
 from lightning_ft.algorithms.reward import RewardModel
 from lightning_ft.algorithms.sft import SFT
+from lightning_ft.algorithms.vlm import VisionLanguageSFT
 
-__all__ = ["DPO", "GRPO", "PPO", "SFT", "FineTuneModule", "RewardModel"]
+__all__ = ["DPO", "GRPO", "PPO", "SFT", "FineTuneModule", "RewardModel", "VisionLanguageSFT"]

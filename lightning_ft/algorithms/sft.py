@@ -88,12 +88,17 @@ class SFT(FineTuneModule):
         self.log("val/ppl", torch.exp(loss) if loss < 50 else torch.tensor(math.inf))
         reset_metrics(self.val_loss)
 
+    def extra_model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Batch entries the model takes besides tokens and masks (images, for vision-language models)."""
+        return {}
+
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         input_ids = batch["input_ids"]
         base = unwrap(self.model)
         inputs = model_inputs(batch, base.config._attn_implementation, base.dtype)
         if "sequence_ids" in batch:
             check_packing_supported(self.model)
+        inputs.update(self.extra_model_inputs(batch))
         if self.training and self.neftune_noise_alpha:
             embeddings = self.model.get_input_embeddings()(input_ids)
             noisy = neftune_noise(embeddings, tokens_per_sequence(batch), self.neftune_noise_alpha)

@@ -20,6 +20,7 @@ from datasets import Dataset
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
+from transformers import ProcessorMixin
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from lightning_ft.data.sources import DataError, load_records
@@ -32,6 +33,7 @@ STATUS_DESCRIPTIONS = {
     "dropped_too_long": "dropped as longer than {max_length} tokens",
     "dropped_no_trainable": "dropped with no trainable tokens",
     "dropped_identical": "dropped with identical chosen and rejected",
+    "dropped_image_cut": "dropped as {max_length} tokens would cut through their image tokens",
 }
 
 
@@ -66,7 +68,7 @@ class TokenizedData(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 42,
         split: str = "train",
-        tokenizer: PreTrainedTokenizerBase | None = None,
+        tokenizer: PreTrainedTokenizerBase | ProcessorMixin | None = None,
     ) -> None:
         super().__init__()
         if val is not None and val_fraction > 0:
@@ -117,6 +119,10 @@ class TokenizedData(L.LightningDataModule):
     def _require_tokenizer(self) -> PreTrainedTokenizerBase:
         if self.tokenizer is None:
             raise ValueError(f"{type(self).__name__} has no tokenizer: pass `tokenizer=` (the CLI links the model's).")
+        if isinstance(
+            self.tokenizer, ProcessorMixin
+        ):  # a vision-language model's processor: text goes to its tokenizer
+            return self.tokenizer.tokenizer
         return self.tokenizer
 
     def _generator(self) -> torch.Generator:

@@ -18,8 +18,10 @@ from lightning_ft.data.sources import DataError
 IGNORE_INDEX = -100
 TrainOn = Literal["assistant", "last_assistant", "all"]
 Overlong = Literal["truncate", "drop"]
-Status = Literal["ok", "truncated", "dropped_too_long", "dropped_no_trainable", "dropped_identical"]
-DROPPED: tuple[Status, ...] = ("dropped_too_long", "dropped_no_trainable", "dropped_identical")
+Status = Literal[
+    "ok", "truncated", "dropped_too_long", "dropped_no_trainable", "dropped_identical", "dropped_image_cut"
+]
+DROPPED: tuple[Status, ...] = ("dropped_too_long", "dropped_no_trainable", "dropped_identical", "dropped_image_cut")
 
 
 class TokenizedExample(TypedDict):

@@ -14,7 +14,14 @@ from typing import Any, Literal
 
 from peft import PeftModel
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoTokenizer,
+    PreTrainedModel,
+    ProcessorMixin,
+)
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from lightning_ft.model.bottleneck import has_bottleneck_adapters, load_bottleneck_adapters, save_bottleneck_adapters
@@ -34,13 +41,13 @@ def export_kind(model: nn.Module) -> ExportKind:
 
 def save_export(
     model: nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: PreTrainedTokenizerBase | ProcessorMixin,
     spec: ModelSpec,
     directory: str | Path,
     details: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the adapter (or full model), tokenizer and manifest (with ``details``, e.g. how inputs were built) to
-    ``directory``.
+    """Write the adapter (or full model), tokenizer (or processor) and manifest (with ``details``, e.g. how inputs
+    were built) to ``directory``.
 
     The files go to a sibling temporary directory first and replace ``directory`` only once complete, so an
     interrupted export never leaves a half-written one in place of the previous good one.
@@ -79,23 +86,26 @@ def read_manifest(directory: str | Path) -> dict | None:
 
 def load_export(
     directory: str | Path, dtype: DTypeName = "float32", merge: bool = False
-) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+) -> tuple[nn.Module, PreTrainedTokenizerBase | ProcessorMixin]:
     """Load an export, or any base model (directory, GGUF directory or hub id), for inference.
 
     Adapters are applied to their base model, loaded from the spec recorded at training time; with ``merge`` a PEFT
-    adapter is folded into the base weights and a plain ``PreTrainedModel`` comes back.
+    adapter is folded into the base weights and a plain ``PreTrainedModel`` comes back. Vision-language exports come
+    back with their processor in place of the tokenizer.
     """
     directory = Path(directory)
     manifest = read_manifest(directory)
     if manifest is None:  # a base model: local directory (GGUF included) or hub id
         spec = ModelSpec(path=str(directory), dtype=dtype)
         return spec.load_model().eval(), spec.load_tokenizer()
-    tokenizer = AutoTokenizer.from_pretrained(directory)
+    vision = manifest.get("auto_class") == "AutoModelForImageTextToText"
+    auto_class = AutoModelForImageTextToText if vision else AutoModelForCausalLM
+    tokenizer = (AutoProcessor if vision else AutoTokenizer).from_pretrained(directory)
     if manifest["kind"] == "full":
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype(dtype))
+        model = auto_class.from_pretrained(directory, dtype=torch_dtype(dtype))
         return model.eval(), tokenizer
     base_spec = ModelSpec(**{**manifest["base"], "dtype": dtype})
-    base = base_spec.load_model()
+    base = base_spec.load_model(auto_class)
     if manifest["kind"] == "bottleneck":
         if merge:
             raise ValueError(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import torch
+from PIL import Image
 from torch import nn
+from transformers import ProcessorMixin
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from lightning_ft.model.chat_templates import END_OF_TURN_TOKENS
@@ -19,15 +21,26 @@ def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 @torch.no_grad()
 def generate_reply(
     model: nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: PreTrainedTokenizerBase | ProcessorMixin,
     messages: list[dict[str, str]],
     max_new_tokens: int = 256,
     temperature: float = 0.0,
+    images: list[Image.Image] | None = None,
 ) -> str:
-    """Render ``messages`` with the tokenizer's chat template and generate the assistant's next turn."""
+    """Render ``messages`` with the tokenizer's chat template and generate the assistant's next turn. With a
+    vision-language model's processor, ``images`` fill the turns' image tokens in order."""
+    processor = tokenizer if isinstance(tokenizer, ProcessorMixin) else None
+    if processor is not None:
+        tokenizer = processor.tokenizer
+    elif images:
+        raise ValueError("Images need a vision-language model (an export with a processor)")
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     device = next(model.parameters()).device
-    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(device)
+    if processor is not None:
+        inputs = processor(text=prompt, images=images or None, return_tensors="pt", add_special_tokens=False)
+    else:
+        inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    inputs = inputs.to(device)
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
     output = model.generate(
         **inputs,

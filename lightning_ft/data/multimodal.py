@@ -1,0 +1,220 @@
+"""`MultimodalData`: conversations with images (the LLaVA layout, or ``messages`` + ``images``) for vision-language
+SFT, tokenized through the model's own processor.
+
+Each ``<image>`` placeholder becomes exactly as many image tokens as the processor makes for that image (so as many as
+the model's vision features), those tokens never carry loss, and a conversation whose ``max_length`` cut would fall
+inside its image tokens is dropped with a count or stops the run, never cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from datasets import Dataset
+from PIL import Image
+from torch.utils.data import DataLoader
+from transformers import ProcessorMixin
+
+from lightning_ft.data.collate import PadCollator
+from lightning_ft.data.formats import Message, chat_to_messages, field_names
+from lightning_ft.data.module import RecordTokenizer
+from lightning_ft.data.sft import SFTData
+from lightning_ft.data.sources import DataError
+from lightning_ft.data.tokenize import IGNORE_INDEX, ConversationTokenizer
+
+MultimodalFormat = Literal["llava", "messages"]
+ImageOverflow = Literal["drop", "error"]
+MULTIMODAL_FIELDS: dict[str, dict[str, str]] = {
+    "llava": {"messages": "conversations", "role": "from", "content": "value", "system": "system", "images": "image"},
+    "messages": {"messages": "messages", "role": "role", "content": "content", "system": "system", "images": "images"},
+}
+UNLIMITED = 1 << 62
+
+
+class MultimodalData(SFTData):
+    """Image + conversation records for vision-language models (`lightning_ft.algorithms.VisionLanguageSFT`).
+
+    Args:
+        format: ``llava`` (``image``: a path or a list of paths; ``conversations`` with ``from``/``value``) or
+            ``messages`` (``images``: a list of paths; ``messages`` with ``role``/``content``). Image paths are
+            relative to the data file's directory (or absolute).
+        fields: Rename fields; keys: messages, role, content, system, images.
+        placeholder: Where an image goes in a turn's text; their number must equal the record's images.
+        image_overflow: When ``max_length`` would cut through a conversation's image tokens: ``drop`` it (counted
+            and reported) or stop with an ``error`` naming the record.
+        **kwargs: `SFTData` arguments (``train_on``, ``max_length``, ``overlong``, ``batch_size``, ...). The
+            ``tokenizer`` is the model's processor (the CLI links it). Batches are padded: no packing.
+    """
+
+    def __init__(
+        self,
+        train: str,
+        format: MultimodalFormat = "llava",
+        fields: dict[str, str] | None = None,
+        placeholder: str = "<image>",
+        image_overflow: ImageOverflow = "drop",
+        packing: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if packing:
+            raise ValueError("MultimodalData batches padded conversations: packing is not supported with images")
+        if image_overflow not in ("drop", "error"):
+            raise ValueError(f"Unknown image_overflow {image_overflow!r}; valid: drop, error")
+        super().__init__(train, packing=False, **kwargs)
+        self.format = format
+        self.fields = field_names(MULTIMODAL_FIELDS, format, fields)
+        self.placeholder = placeholder
+        self.image_overflow = image_overflow
+
+    @property
+    def processor(self) -> ProcessorMixin:
+        if not isinstance(self.tokenizer, ProcessorMixin):
+            raise ValueError(
+                "MultimodalData tokenizes with the model's processor (AutoProcessor): train a vision-language model "
+                "(lightning_ft.algorithms.VisionLanguageSFT), or pass `tokenizer=` a processor."
+            )
+        return self.tokenizer
+
+    def format_options(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "fields": self.fields,
+            "placeholder": self.placeholder,
+            "image_overflow": self.image_overflow,
+            "image_processor": self.processor.image_processor.to_dict(),
+        }
+
+    def to_conversation(self, record: Mapping[str, Any], where: str, root: Path) -> tuple[list[Message], list[Path]]:
+        """The record's messages and its image paths, checked against each other."""
+        messages = self.with_system_prompt(chat_to_messages(record, self.fields, where))
+        images = record_images(record, self.fields["images"], where)
+        placeholders = sum(message["content"].count(self.placeholder) for message in messages)
+        if placeholders != len(images):
+            raise DataError(
+                f"{where}: {placeholders} {self.placeholder} placeholder(s) in the conversation but {len(images)} "
+                f"image(s) in field {self.fields['images']!r}"
+            )
+        return messages, [root / image for image in images]
+
+    def _tokenized_splits(self, report: bool) -> dict[str, Dataset]:
+        return {
+            split: self._tokenize(split, source, raw, numbers, self.image_record_tokenizer(image_root(source)), report)
+            for split, (source, raw, numbers) in self._raw_splits().items()
+        }
+
+    def record_tokenizer(self) -> RecordTokenizer:
+        return self.image_record_tokenizer(image_root(self.train))
+
+    def image_record_tokenizer(self, root: Path) -> RecordTokenizer:
+        processor = self.processor
+        image_token, image_token_id = processor.image_token, processor.image_token_id
+        conversations = ConversationTokenizer(processor.tokenizer, UNLIMITED, self.train_on, "truncate")
+
+        def tokenize(record: Mapping[str, Any], where: str) -> dict[str, Any]:
+            messages, paths = self.to_conversation(record, where, root)
+            messages = [{**m, "content": m["content"].replace(self.placeholder, image_token)} for m in messages]
+            images = [open_image(path, where) for path in paths]
+            example = conversations(messages)
+            if example["status"] != "ok":
+                return {**example, "image_paths": []}
+            runs = [image_token_count(processor, image) for image in images]
+            input_ids, labels = expand_image_tokens(example["input_ids"], example["labels"], image_token_id, runs)
+            if input_ids.count(image_token_id) != sum(runs):
+                raise DataError(
+                    f"{where}: the tokenizer does not keep {image_token!r} as one token; add it as a special token"
+                )
+            status = "ok"
+            if len(input_ids) > self.max_length:
+                if self.overlong == "drop":
+                    return {"input_ids": [], "labels": [], "status": "dropped_too_long", "image_paths": []}
+                last_image_token = max((i for i, t in enumerate(input_ids) if t == image_token_id), default=-1)
+                if last_image_token >= self.max_length:
+                    if self.image_overflow == "error":
+                        raise DataError(
+                            f"{where}: max_length {self.max_length} would cut through its image tokens (the "
+                            f"conversation has {len(input_ids)} tokens, its last image ends at token "
+                            f"{last_image_token + 1}); raise max_length or set image_overflow: drop"
+                        )
+                    return {"input_ids": [], "labels": [], "status": "dropped_image_cut", "image_paths": []}
+                input_ids, labels, status = input_ids[: self.max_length], labels[: self.max_length], "truncated"
+            if all(label == IGNORE_INDEX for label in labels):
+                return {"input_ids": [], "labels": [], "status": "dropped_no_trainable", "image_paths": []}
+            return {"input_ids": input_ids, "labels": labels, "status": status, "image_paths": list(map(str, paths))}
+
+        return tokenize
+
+    def _sft_loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        examples = dataset.select_columns(["input_ids", "labels", "image_paths"])
+        collate = MultimodalCollator(self.processor.tokenizer.pad_token_id, self.processor.image_processor)
+        return self._loader(examples, batch_size, shuffle, collate)
+
+
+class MultimodalCollator:
+    """`PadCollator`'s padded ``input_ids``/``attention_mask``/``labels``, plus what the image processor makes of
+    the batch's images in order (``pixel_values``, and ``image_sizes`` for processors that give it)."""
+
+    def __init__(self, pad_token_id: int, image_processor: Any) -> None:
+        self.pad = PadCollator(pad_token_id)
+        self.image_processor = image_processor
+
+    def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
+        batch = self.pad(examples)
+        paths = [path for example in examples for path in example["image_paths"]]
+        if paths:
+            images = [open_image(Path(path), f"image {path}") for path in paths]
+            batch.update(self.image_processor(images, return_tensors="pt"))
+        return batch
+
+
+def image_root(source: str) -> Path:
+    """Image paths are relative to the data file's directory (a hub id: the working directory)."""
+    path = Path(source)
+    return path.parent if path.exists() else Path.cwd()
+
+
+def record_images(record: Mapping[str, Any], field: str, where: str) -> list[str]:
+    value = record.get(field)
+    if value is None:
+        return []
+    images = [value] if isinstance(value, str) else value
+    if not isinstance(images, list) or not all(isinstance(image, str) for image in images):
+        raise DataError(f"{where}: field {field!r} must be an image path or a list of image paths")
+    return images
+
+
+def open_image(path: Path, where: str) -> Image.Image:
+    if not path.is_file():
+        raise DataError(f"{where}: image file {path} not found")
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except OSError as error:
+        raise DataError(f"{where}: cannot read image {path}: {error}") from error
+
+
+def image_token_count(processor: ProcessorMixin, image: Image.Image) -> int:
+    """How many image tokens the processor puts in place of one placeholder for ``image`` (the number of feature
+    vectors the model's vision tower and projector give it; fixed for LLaVA-1.5, size-dependent for others)."""
+    encoded = processor(text=processor.image_token, images=[image])
+    return sum(1 for token in encoded["input_ids"][0] if token == processor.image_token_id)
+
+
+def expand_image_tokens(
+    input_ids: list[int], labels: list[int], image_token_id: int, runs: list[int]
+) -> tuple[list[int], list[int]]:
+    """Replace the ``k``-th image token by ``runs[k]`` of them; image tokens never carry loss."""
+    expanded_ids: list[int] = []
+    expanded_labels: list[int] = []
+    images = iter(runs)
+    for token, label in zip(input_ids, labels, strict=True):
+        if token == image_token_id:
+            count = next(images, 1)
+            expanded_ids += [token] * count
+            expanded_labels += [IGNORE_INDEX] * count
+        else:
+            expanded_ids.append(token)
+            expanded_labels.append(label)
+    return expanded_ids, expanded_labels
