@@ -64,8 +64,9 @@ def language_model_peft_config(
     """``config`` aimed at the language model's linear layers (and the vision tower's with ``vision_tower``), with
     the projector fully trained and saved beside the adapter (``modules_to_save``) when ``projector``.
 
-    ``target_modules`` given as names (or ``all-linear``) becomes a regex over those layers' qualified names, so a
-    name shared with the vision tower (``q_proj``, ``fc1``) never reaches it unless asked. A regex is kept as given.
+    ``target_modules`` given as names (or ``all-linear``) becomes the list of those layers' qualified names, so a
+    name shared with the vision tower (``q_proj``, ``fc1``) never reaches it unless asked; the output head is
+    included when named (``lm_head``), as ``all-linear`` leaves it out. A regex is kept as given.
     """
     targets = getattr(config, "target_modules", None)
     changes: dict = {}
@@ -78,6 +79,9 @@ def language_model_peft_config(
             for name, module in model.get_submodule(root).named_modules()
             if isinstance(module, nn.Linear) and (wanted is None or name.rsplit(".", 1)[-1] in wanted)
         )
+        head = next(name for name, module in model.named_modules() if module is model.get_output_embeddings())
+        if wanted is not None and head.rsplit(".", 1)[-1] in wanted:  # the output head, when named (``lm_head``)
+            names.append(head)
         if not names:
             raise ValueError(f"target_modules {targets!r} match no linear layer of the language model")
         changes["target_modules"] = names
