@@ -23,6 +23,7 @@ from lightning_ft.data.multimodal import open_image
 from lightning_ft.eval.reward import score_pairs
 from lightning_ft.model.export import load_export, merge_export
 from lightning_ft.model.generation import generate_reply
+from lightning_ft.model.llava import assemble_llava
 from lightning_ft.model.spec import DTypeName
 from lightning_ft.model.trainable import known_adapter_configs
 
@@ -143,7 +144,13 @@ def chat(
         print(f"assistant: {answer}")
 
 
-EXTRA_COMMANDS = {"export": export, "chat": chat, "generate": chat, "score": score_pairs}
+EXTRA_COMMANDS = {
+    "export": export,
+    "chat": chat,
+    "generate": chat,
+    "score": score_pairs,
+    "assemble-llava": assemble_llava,
+}
 
 
 def trainer_defaults() -> dict[str, Any]:
@@ -155,7 +162,7 @@ def main(args: list[str] | None = None) -> None:
     if argv and argv[0] in EXTRA_COMMANDS:
         result = auto_cli(EXTRA_COMMANDS[argv[0]], args=argv[1:], as_positional=False)
         if result is not None:
-            print(json.dumps(result))
+            print(json.dumps(result, default=str))
         return
     FineTuneCLI(
         FineTuneModule,
