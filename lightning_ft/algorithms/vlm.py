@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,13 @@ from lightning_ft.algorithms.sft import SFT
 from lightning_ft.model.export import save_export
 from lightning_ft.model.spec import ModelSpec
 from lightning_ft.model.trainable import is_quantized
-from lightning_ft.model.vision import language_model_peft_config, set_trainable_parts, vision_language_parts
+from lightning_ft.model.vision import (
+    PROJECTOR_NAMES,
+    VISION_TOWER_NAMES,
+    language_model_peft_config,
+    set_trainable_parts,
+    vision_language_parts,
+)
 
 VISION_INPUTS = ("pixel_values", "image_sizes", "image_grid_thw", "pixel_attention_mask")
 
@@ -62,7 +69,7 @@ class VisionLanguageSFT(SFT):
         self.processor = load_processor(model, self.tokenizer)
 
     def build_model(self) -> nn.Module:
-        model = self.model_spec.load_model(AutoModelForImageTextToText)
+        model = keep_vision_unquantized(self.model_spec).load_model(AutoModelForImageTextToText)
         model.config.use_cache = False
         parts = vision_language_parts(model)
         checkpointing = {"use_reentrant": False}
@@ -88,6 +95,20 @@ class VisionLanguageSFT(SFT):
         `AutoModelForImageTextToText` (adapters through `load_export` or peft)."""
         details = {"auto_class": "AutoModelForImageTextToText"}
         return save_export(self.model, self.processor, self.model_spec, directory, details)
+
+
+def keep_vision_unquantized(spec: ModelSpec) -> ModelSpec:
+    """QLoRA quantizes the language model only: the vision tower and projector (which may train, and whose small
+    layers gain little) and the output head stay in full precision, unless the config already lists what to skip."""
+    quantization = spec.quantization
+    if quantization is None or quantization.llm_int8_skip_modules is not None:
+        return spec
+    kept = copy.copy(spec)
+    kept.quantization = copy.deepcopy(quantization)
+    # transformers matches these as regexes from the start of a module's name, up to a module boundary
+    kept.quantization.llm_int8_skip_modules = [f".*{name}" for name in (*VISION_TOWER_NAMES, *PROJECTOR_NAMES)]
+    kept.quantization.llm_int8_skip_modules.append("lm_head")
+    return kept
 
 
 def load_processor(spec: ModelSpec, tokenizer: Any) -> ProcessorMixin:

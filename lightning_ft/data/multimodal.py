@@ -15,7 +15,6 @@ from typing import Any, Literal
 import torch
 from datasets import Dataset
 from PIL import Image
-from torch.utils.data import DataLoader
 from transformers import ProcessorMixin
 
 from lightning_ft.data.collate import PadCollator
@@ -46,7 +45,8 @@ class MultimodalData(SFTData):
         image_overflow: When ``max_length`` would cut through a conversation's image tokens: ``drop`` it (counted
             and reported) or stop with an ``error`` naming the record.
         **kwargs: `SFTData` arguments (``train_on``, ``max_length``, ``overlong``, ``batch_size``, ...). The
-            ``tokenizer`` is the model's processor (the CLI links it). Batches are padded: no packing.
+            ``tokenizer`` is the model's processor (the CLI links it). Batches are padded (``group_by_length``
+            works), not packed.
     """
 
     def __init__(
@@ -84,7 +84,7 @@ class MultimodalData(SFTData):
             "fields": self.fields,
             "placeholder": self.placeholder,
             "image_overflow": self.image_overflow,
-            "image_processor": self.processor.image_processor.to_dict(),
+            "processor": self.processor.to_dict(),  # image size, patch size, feature strategy: the image token counts
         }
 
     def to_conversation(self, record: Mapping[str, Any], where: str, root: Path) -> tuple[list[Message], list[Path]]:
@@ -146,10 +146,10 @@ class MultimodalData(SFTData):
 
         return tokenize
 
-    def _sft_loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        examples = dataset.select_columns(["input_ids", "labels", "image_paths"])
-        collate = MultimodalCollator(self.processor.tokenizer.pad_token_id, self.processor.image_processor)
-        return self._loader(examples, batch_size, shuffle, collate)
+    example_columns = ("input_ids", "labels", "image_paths")
+
+    def collator(self) -> MultimodalCollator:
+        return MultimodalCollator(self.processor.tokenizer.pad_token_id, self.processor.image_processor)
 
 
 class MultimodalCollator:

@@ -3,9 +3,10 @@ once by `TokenizedData`), batched padded or packed."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
@@ -84,23 +85,28 @@ class SFTData(TokenizedData):
             return []
         return self._sft_loader(self.datasets["val"], self.eval_batch_size, shuffle=False)
 
+    example_columns: tuple[str, ...] = ("input_ids", "labels")  # what a batch is made of
+
+    def collator(self) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
+        """How padded batches are made (subclasses add images)."""
+        return PadCollator(self._require_tokenizer().pad_token_id)
+
     def _sft_loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        pad_token_id = self._require_tokenizer().pad_token_id
-        examples = dataset.select_columns(["input_ids", "labels"])
+        examples = dataset.select_columns(list(self.example_columns))
         if self.packing:
             packed = PackedDataset(examples, capacity=self.max_length)
-            return self._loader(packed, batch_size, shuffle, PackingCollator(pad_token_id))
+            return self._loader(packed, batch_size, shuffle, PackingCollator(self._require_tokenizer().pad_token_id))
         if self.group_by_length and shuffle:
             lengths = [len(ids) for ids in examples["input_ids"]]
             sampler = LengthGroupedBatchSampler(lengths, batch_size, seed=self.seed)
             return StatefulDataLoader(
                 examples,
                 batch_sampler=sampler,
-                collate_fn=PadCollator(pad_token_id),
+                collate_fn=self.collator(),
                 num_workers=self.num_workers,
                 generator=self._generator(),
             )
-        return self._loader(examples, batch_size, shuffle, PadCollator(pad_token_id))
+        return self._loader(examples, batch_size, shuffle, self.collator())
 
 
 class InstructionData(SFTData):

@@ -143,3 +143,19 @@ def test_text_data_modules_need_a_processor(tiny_model_dir, tmp_path):
     path = write_records(tmp_path, [{"messages": KANE[:2], "images": ["x.jpg"]}])
     with pytest.raises(ValueError, match="MultimodalData tokenizes with the model's processor"):
         MultimodalData(path, format="messages", tokenizer=module.tokenizer).prepare_data()
+
+
+def test_length_grouped_batches_carry_their_images(llava, demo_dir):
+    data = MultimodalData(
+        str(demo_dir / "mllm_demo.jsonl"),
+        format="messages",
+        group_by_length=True,
+        tokenizer=llava.processor,
+        batch_size=3,
+    )
+    data.prepare_data()
+    data.setup("fit")
+    batches = list(data.train_dataloader())
+    assert len(batches) == 2
+    images = [int((b["input_ids"] == llava.processor.image_token_id).sum()) // 16 for b in batches]
+    assert images == [b["pixel_values"].shape[0] for b in batches] and sum(images) == 8

@@ -142,3 +142,16 @@ def test_all_linear_reaches_the_language_model_only(tiny_llava_dir):
         + [f"model.vision_tower.encoder.layers.{i}.self_attn.q_proj" for i in range(2)]
     )
     assert not with_vision.modules_to_save
+
+
+def test_qlora_quantizes_the_language_model_only_and_trains(tiny_llava_dir, demo_dir):
+    import bitsandbytes as bnb
+    from transformers import BitsAndBytesConfig
+
+    spec = ModelSpec(path=str(tiny_llava_dir), quantization=BitsAndBytesConfig(load_in_4bit=True))
+    module = VisionLanguageSFT(spec, peft=LoraConfig(r=4, target_modules="all-linear"), optimizer=adamw(1e-2))
+    module.configure_model()
+    quantized = {name for name, m in module.model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+    assert len(quantized) == 14 and all(".language_model." in name for name in quantized)
+    losses = train(module, demo_dir, steps=2)
+    assert all(torch.isfinite(torch.tensor(losses)))
