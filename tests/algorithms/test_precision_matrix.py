@@ -10,10 +10,11 @@ import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 from peft import LoraConfig
 
-from lightning_ft.algorithms import DPO, GRPO, PPO, SFT, RewardModel
-from lightning_ft.data import InstructionData, PreferenceData, PromptData
+from lightning_ft.algorithms import GRPO, PPO, SFT, RewardModel
+from lightning_ft.data import InstructionData, PromptData
 from lightning_ft.model.spec import ModelSpec
-from tests.algorithms.test_dpo import PAIRS, kto_file, pair_file
+from tests.algorithms.test_dpo import build as build_dpo
+from tests.algorithms.test_dpo import pair_file
 from tests.algorithms.test_grpo import REWARD, prompt_file
 from tests.helpers import adamw, quiet_trainer
 
@@ -23,10 +24,6 @@ PRECISIONS = ["32-true", "bf16-mixed", "bf16-true", "16-mixed"]
 
 def lora() -> LoraConfig:
     return LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)
-
-
-def loss_options(algorithm: str) -> dict:
-    return {"loss_type": "kto"} if algorithm == "kto" else {}
 
 
 def build(algorithm: str, model_dir, tmp_path) -> tuple[L.LightningModule, L.LightningDataModule]:
@@ -42,20 +39,12 @@ def build(algorithm: str, model_dir, tmp_path) -> tuple[L.LightningModule, L.Lig
             batch_size=2,
             max_length=64,
         )
-    elif algorithm in ("dpo", "kto", "reward"):
-        kto = algorithm == "kto"
-        module = (
-            RewardModel(spec, **common) if algorithm == "reward" else DPO(spec, **common, **loss_options(algorithm))
-        )
-        train = kto_file(tmp_path) if kto else pair_file(tmp_path)
-        data = PreferenceData(
-            train,
-            val=train,
-            format="kto" if kto else "pairs",
-            tokenizer=module.tokenizer,
-            batch_size=len(PAIRS),
-            max_length=64,
-        )
+    elif algorithm in ("dpo", "kto"):
+        loss_type = {"loss_type": "kto"} if algorithm == "kto" else {}
+        module, data = build_dpo(model_dir, tmp_path, peft=lora(), **loss_type)
+    elif algorithm == "reward":
+        _, data = build_dpo(model_dir, tmp_path)  # the same pairs, tokenized alike
+        module = RewardModel(spec, **common)
     else:
         options = {"reward_funcs": [REWARD], "max_new_tokens": 6, **common}
         module = PPO(spec, ppo_epochs=1, **options) if algorithm == "ppo" else GRPO(spec, num_generations=2, **options)
