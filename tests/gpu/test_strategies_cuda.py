@@ -79,3 +79,20 @@ def test_algorithm_trains_under_precision_on_cuda(tiny_model_dir, tmp_path, algo
     metrics = trainer.callback_metrics
     assert any(name.startswith("val/") for name in metrics), sorted(metrics)
     assert all(torch.isfinite(value) for value in metrics.values()), metrics
+
+
+def test_vision_language_lora_trains_on_cuda_in_bf16(tiny_llava_dir, demo_dir):
+    from lightning_ft.algorithms import VisionLanguageSFT
+    from lightning_ft.data import MultimodalData
+
+    L.seed_everything(0)
+    spec = ModelSpec(path=str(tiny_llava_dir), dtype="bfloat16")
+    lm_and_head = LoraConfig(r=8, target_modules=["q_proj", "v_proj", "lm_head"])
+    module = VisionLanguageSFT(spec, peft=lm_and_head, optimizer=adamw(2e-2), lr_scheduler="constant")
+    data = MultimodalData(
+        str(demo_dir / "mllm_demo.jsonl"), format="messages", tokenizer=module.processor, batch_size=6
+    )
+    recorder = LossRecorder()
+    trainer = quiet_trainer(accelerator="cuda", devices=1, precision="bf16-mixed", max_steps=8, callbacks=[recorder])
+    trainer.fit(module, datamodule=data)
+    assert recorder.losses[-1] < 0.9 * recorder.losses[0], recorder.losses
