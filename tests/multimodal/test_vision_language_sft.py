@@ -4,6 +4,8 @@ the projector alone, stage 2 (LoRA on the language model) lowers the loss, expor
 
 from __future__ import annotations
 
+import json
+
 import lightning as L
 import pytest
 import torch
@@ -155,3 +157,28 @@ def test_qlora_quantizes_the_language_model_only_and_trains(tiny_llava_dir, demo
     assert len(quantized) == 14 and all(".language_model." in name for name in quantized)
     losses = train(module, demo_dir, steps=2)
     assert all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_answers_learn_to_depend_on_the_image(tiny_llava_dir, demo_dir, tmp_path):
+    """Three photos, one question, three answers: only the image tells them apart. After training, the loss with each
+    photo is far below the loss with the photos rotated among the conversations."""
+    answers = {"1.jpg": "Kane and Gretzka.", "2.jpg": "Thomas Muller.", "3.jpg": "Gui Haichao."}
+    records = [
+        {
+            "messages": [{"role": "user", "content": "<image>Who is this?"}, {"role": "assistant", "content": answer}],
+            "images": [str(demo_dir / "mllm_demo_data" / photo)],
+        }
+        for photo, answer in answers.items()
+    ]
+    path = tmp_path / "who.jsonl"
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    L.seed_everything(0)
+    module = VisionLanguageSFT(ModelSpec(path=str(tiny_llava_dir)), optimizer=adamw(1e-2), lr_scheduler="constant")
+    data = MultimodalData(str(path), format="messages", tokenizer=module.processor, batch_size=3)
+    quiet_trainer(max_steps=60).fit(module, datamodule=data)
+    batch = next(iter(data._sft_loader(data.datasets["train"], 3, shuffle=False)))
+    rotated = {**batch, "pixel_values": batch["pixel_values"][[1, 2, 0]]}
+    module.eval()
+    with torch.no_grad():
+        right, wrong = (torch.div(*module._step(inputs)).item() for inputs in (batch, rotated))
+    assert right < 0.1 and wrong > 10 * right, (right, wrong)
