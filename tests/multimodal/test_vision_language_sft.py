@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, Auto
 from lightning_ft.algorithms import VisionLanguageSFT
 from lightning_ft.cli import chat
 from lightning_ft.data import MultimodalData
-from lightning_ft.model.export import load_export
+from lightning_ft.model.export import load_export, merge_export
 from lightning_ft.model.spec import ModelSpec
 from lightning_ft.model.vision import language_model_peft_config, vision_language_parts
 from tests.helpers import LossRecorder, adamw, quiet_trainer
@@ -105,6 +105,10 @@ def test_stage2_lora_targets_the_language_model_and_exports_equal_logits(tiny_ll
     reloaded, processor = load_export(export)
     assert isinstance(reloaded, PeftModel) and isinstance(processor, type(module.processor))
     torch.testing.assert_close(logits(reloaded, batch), expected, atol=1e-5, rtol=1e-5)
+    merged = merge_export(export, tmp_path / "merged")  # `lightning-ft export`: plain transformers, no peft
+    standalone = AutoModelForImageTextToText.from_pretrained(merged)
+    assert AutoProcessor.from_pretrained(merged).image_token == "<image>"
+    torch.testing.assert_close(logits(standalone, batch), expected, atol=1e-4, rtol=1e-4)
 
 
 def test_full_export_loads_with_the_auto_classes_and_chats_about_an_image(tiny_llava_dir, demo_dir, tmp_path, capsys):
