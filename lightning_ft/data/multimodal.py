@@ -22,7 +22,7 @@ from lightning_ft.data.formats import Message, chat_to_messages, field_names
 from lightning_ft.data.module import RecordTokenizer
 from lightning_ft.data.sft import SFTData
 from lightning_ft.data.sources import DataError
-from lightning_ft.data.tokenize import IGNORE_INDEX, ConversationTokenizer
+from lightning_ft.data.tokenize import DROPPED, IGNORE_INDEX, ConversationTokenizer, Status
 
 MultimodalFormat = Literal["llava", "messages"]
 ImageOverflow = Literal["drop", "error"]
@@ -48,6 +48,8 @@ class MultimodalData(SFTData):
             ``tokenizer`` is the model's processor (the CLI links it). Batches are padded (``group_by_length``
             works), not packed.
     """
+
+    example_columns = ("input_ids", "labels", "image_paths")
 
     def __init__(
         self,
@@ -126,27 +128,33 @@ class MultimodalData(SFTData):
                 raise DataError(
                     f"{where}: the tokenizer does not keep {image_token!r} as one token; add it as a special token"
                 )
-            status = "ok"
-            if len(input_ids) > self.max_length:
-                if self.overlong == "drop":
-                    return {"input_ids": [], "labels": [], "status": "dropped_too_long", "image_paths": []}
-                last_image_token = max((i for i, t in enumerate(input_ids) if t == image_token_id), default=-1)
-                if last_image_token >= self.max_length:
-                    if self.image_overflow == "error":
-                        raise DataError(
-                            f"{where}: max_length {self.max_length} would cut through its image tokens (the "
-                            f"conversation has {len(input_ids)} tokens, its last image ends at token "
-                            f"{last_image_token + 1}); raise max_length or set image_overflow: drop"
-                        )
-                    return {"input_ids": [], "labels": [], "status": "dropped_image_cut", "image_paths": []}
-                input_ids, labels, status = input_ids[: self.max_length], labels[: self.max_length], "truncated"
+            input_ids, labels, status = self.fit_to_length(input_ids, labels, image_token_id, where)
             if all(label == IGNORE_INDEX for label in labels):
-                return {"input_ids": [], "labels": [], "status": "dropped_no_trainable", "image_paths": []}
+                status = "dropped_no_trainable"
+            if status in DROPPED:
+                return {"input_ids": [], "labels": [], "status": status, "image_paths": []}
             return {"input_ids": input_ids, "labels": labels, "status": status, "image_paths": list(map(str, paths))}
 
         return tokenize
 
-    example_columns = ("input_ids", "labels", "image_paths")
+    def fit_to_length(
+        self, input_ids: list[int], labels: list[int], image_token_id: int, where: str
+    ) -> tuple[list[int], list[int], Status]:
+        """Keep, truncate or drop a conversation longer than ``max_length``; never cut through its image tokens."""
+        if len(input_ids) <= self.max_length:
+            return input_ids, labels, "ok"
+        if self.overlong == "drop":
+            return input_ids, labels, "dropped_too_long"
+        last_image_token = max((i for i, token in enumerate(input_ids) if token == image_token_id), default=-1)
+        if last_image_token < self.max_length:
+            return input_ids[: self.max_length], labels[: self.max_length], "truncated"
+        if self.image_overflow == "error":
+            raise DataError(
+                f"{where}: max_length {self.max_length} would cut through its image tokens (the conversation has "
+                f"{len(input_ids)} tokens, its last image ends at token {last_image_token + 1}); raise max_length "
+                "or set image_overflow: drop"
+            )
+        return input_ids, labels, "dropped_image_cut"
 
     def collator(self) -> MultimodalCollator:
         return MultimodalCollator(self.processor.tokenizer.pad_token_id, self.processor.image_processor)
