@@ -8,12 +8,14 @@ inside its image tokens is dropped with a count or stops the run, never cut.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, List
+from datasets import Image as ImageFeature
 from PIL import Image
 from transformers import ProcessorMixin
 
@@ -39,7 +41,8 @@ class MultimodalData(SFTData):
     Args:
         format: ``llava`` (``image``: a path or a list of paths; ``conversations`` with ``from``/``value``) or
             ``messages`` (``images``: a list of paths; ``messages`` with ``role``/``content``). Image paths are
-            relative to the data file's directory (or absolute).
+            relative to the data file's directory (or absolute); a `datasets` Image column (hub datasets, parquet)
+            holds the images themselves.
         fields: Rename fields; keys: messages, role, content, system, images.
         placeholder: Where an image goes in a turn's text; their number must equal the record's images.
         image_overflow: When ``max_length`` would cut through a conversation's image tokens: ``drop`` it (counted
@@ -48,8 +51,6 @@ class MultimodalData(SFTData):
             ``tokenizer`` is the model's processor (the CLI links it). Batches are padded (``group_by_length``
             works), not packed.
     """
-
-    example_columns = ("input_ids", "labels", "image_paths")
 
     def __init__(
         self,
@@ -89,8 +90,11 @@ class MultimodalData(SFTData):
             "processor": self.processor.to_dict(),  # image size, patch size, feature strategy: the image token counts
         }
 
-    def to_conversation(self, record: Mapping[str, Any], where: str, root: Path) -> tuple[list[Message], list[Path]]:
-        """The record's messages and its image paths, checked against each other."""
+    def to_conversation(
+        self, record: Mapping[str, Any], where: str, root: Path
+    ) -> tuple[list[Message], list[Path | Image.Image]]:
+        """The record's messages and its images (paths resolved against ``root``, or images a `datasets` Image
+        column decoded), checked against each other."""
         messages = self.with_system_prompt(chat_to_messages(record, self.fields, where))
         images = record_images(record, self.fields["images"], where)
         placeholders = sum(message["content"].count(self.placeholder) for message in messages)
@@ -99,7 +103,18 @@ class MultimodalData(SFTData):
                 f"{where}: {placeholders} {self.placeholder} placeholder(s) in the conversation but {len(images)} "
                 f"image(s) in field {self.fields['images']!r}"
             )
-        return messages, [root / image for image in images]
+        return messages, [root / image if isinstance(image, str) else image for image in images]
+
+    def kept_columns(self, columns: list[str]) -> list[str]:
+        """The images field stays beside the tokens: a `datasets` Image column holds the images themselves."""
+        return [self.fields["images"]] if self.fields["images"] in columns else []
+
+    def _raw_splits(self) -> dict[str, tuple[str, Dataset, list[int]]]:
+        field = self.fields["images"]
+        return {
+            split: (source, undecoded(raw, field), numbers)
+            for split, (source, raw, numbers) in super()._raw_splits().items()
+        }
 
     def _tokenized_splits(self, report: bool) -> dict[str, Dataset]:
         return {
@@ -118,7 +133,7 @@ class MultimodalData(SFTData):
         def tokenize(record: Mapping[str, Any], where: str) -> dict[str, Any]:
             messages, paths = self.to_conversation(record, where, root)
             messages = [{**m, "content": m["content"].replace(self.placeholder, image_token)} for m in messages]
-            images = [open_image(path, where) for path in paths]
+            images = [open_image(path, where) if isinstance(path, Path) else path.convert("RGB") for path in paths]
             example = conversations(messages)
             if example["status"] != "ok":
                 return {**example, "image_paths": []}
@@ -133,7 +148,10 @@ class MultimodalData(SFTData):
                 status = "dropped_no_trainable"
             if status in DROPPED:
                 return {"input_ids": [], "labels": [], "status": status, "image_paths": []}
-            return {"input_ids": input_ids, "labels": labels, "status": status, "image_paths": list(map(str, paths))}
+            image_paths = [
+                str(path) for path in paths if isinstance(path, Path)
+            ]  # embedded images stay in their column
+            return {"input_ids": input_ids, "labels": labels, "status": status, "image_paths": image_paths}
 
         return tokenize
 
@@ -156,25 +174,36 @@ class MultimodalData(SFTData):
             )
         return input_ids, labels, "dropped_image_cut"
 
+    def batch_columns(self, dataset: Dataset) -> list[str]:
+        return ["input_ids", "labels", "image_paths", *self.kept_columns(dataset.column_names)]
+
     def collator(self) -> MultimodalCollator:
-        return MultimodalCollator(self.processor.tokenizer.pad_token_id, self.processor.image_processor)
+        tokenizer, image_processor = self.processor.tokenizer, self.processor.image_processor
+        return MultimodalCollator(tokenizer.pad_token_id, image_processor, self.fields["images"])
 
 
 class MultimodalCollator:
     """`PadCollator`'s padded ``input_ids``/``attention_mask``/``labels``, plus what the image processor makes of
-    the batch's images in order (``pixel_values``, and ``image_sizes`` for processors that give it)."""
+    the batch's images in order (``pixel_values``, and ``image_sizes`` for processors that give it). Images come
+    from their files, or from the ``images_field`` column when a `datasets` Image column holds them."""
 
-    def __init__(self, pad_token_id: int, image_processor: Any) -> None:
+    def __init__(self, pad_token_id: int, image_processor: Any, images_field: str) -> None:
         self.pad = PadCollator(pad_token_id)
         self.image_processor = image_processor
+        self.images_field = images_field
 
     def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
         batch = self.pad(examples)
-        paths = [path for example in examples for path in example["image_paths"]]
-        if paths:
-            images = [open_image(Path(path), f"image {path}") for path in paths]
+        images = [image for example in examples for image in self.images_of(example)]
+        if images:
             batch.update(self.image_processor(images, return_tensors="pt"))
         return batch
+
+    def images_of(self, example: dict) -> list[Image.Image]:
+        if example["image_paths"]:
+            return [open_image(Path(path), f"image {path}") for path in example["image_paths"]]
+        stored = as_list(example.get(self.images_field))
+        return [stored_image(cell, "an image cell") for cell in stored if isinstance(cell, dict)]
 
 
 def image_root(source: str) -> Path:
@@ -183,14 +212,42 @@ def image_root(source: str) -> Path:
     return path.parent if path.exists() else Path.cwd()
 
 
-def record_images(record: Mapping[str, Any], field: str, where: str) -> list[str]:
+def undecoded(raw: Dataset, field: str) -> Dataset:
+    """``raw`` with a `datasets` Image column left as its stored bytes: decoded images would be re-encoded (lossily,
+    for JPEG) when the column is kept beside the tokens."""
+    feature = raw.features.get(field)
+    if isinstance(feature, ImageFeature):
+        return raw.cast_column(field, ImageFeature(decode=False))
+    if isinstance(feature, List) and isinstance(feature.feature, ImageFeature):
+        return raw.cast_column(field, List(ImageFeature(decode=False)))
+    return raw
+
+
+def record_images(record: Mapping[str, Any], field: str, where: str) -> list[str | Image.Image]:
+    """Image paths, or images stored in the data (a `datasets` Image column); not both in one record."""
     value = record.get(field)
     if value is None:
         return []
-    images = [value] if isinstance(value, str) else value
-    if not isinstance(images, list) or not all(isinstance(image, str) for image in images):
-        raise DataError(f"{where}: field {field!r} must be an image path or a list of image paths")
+    images = [stored_image(image, where) if isinstance(image, dict) else image for image in as_list(value)]
+    if not all(isinstance(image, (str, Image.Image)) for image in images):
+        raise DataError(f"{where}: field {field!r} must hold image paths or images (a `datasets` Image column)")
+    if len({isinstance(image, str) for image in images}) > 1:
+        raise DataError(f"{where}: field {field!r} mixes image paths and embedded images")
     return images
+
+
+def as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def stored_image(stored: dict, where: str) -> Image.Image:
+    """A `datasets` Image cell (``{"bytes", "path"}``), decoded."""
+    if stored.get("bytes"):
+        with Image.open(io.BytesIO(stored["bytes"])) as image:
+            return image.convert("RGB")
+    if stored.get("path"):
+        return open_image(Path(stored["path"]), where)
+    raise DataError(f"{where}: an image cell holds neither bytes nor a path")
 
 
 def open_image(path: Path, where: str) -> Image.Image:

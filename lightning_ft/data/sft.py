@@ -85,14 +85,16 @@ class SFTData(TokenizedData):
             return []
         return self._sft_loader(self.datasets["val"], self.eval_batch_size, shuffle=False)
 
-    example_columns: tuple[str, ...] = ("input_ids", "labels")  # what a batch is made of
+    def batch_columns(self, dataset: Dataset) -> list[str]:
+        """The tokenized columns a batch is made of (subclasses add images)."""
+        return ["input_ids", "labels"]
 
     def collator(self) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
         """How padded batches are made (subclasses add images)."""
         return PadCollator(self._require_tokenizer().pad_token_id)
 
     def _sft_loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        examples = dataset.select_columns(list(self.example_columns))
+        examples = dataset.select_columns(self.batch_columns(dataset))
         if self.packing:
             packed = PackedDataset(examples, capacity=self.max_length)
             return self._loader(packed, batch_size, shuffle, PackingCollator(self._require_tokenizer().pad_token_id))

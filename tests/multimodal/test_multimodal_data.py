@@ -159,3 +159,28 @@ def test_length_grouped_batches_carry_their_images(llava, demo_dir):
     assert len(batches) == 2
     images = [int((b["input_ids"] == llava.processor.image_token_id).sum()) // 16 for b in batches]
     assert images == [b["pixel_values"].shape[0] for b in batches] and sum(images) == 8
+
+
+def test_images_embedded_in_a_datasets_image_column(llava, tmp_path, demo_dir):
+    """A parquet file (as hub datasets are) whose ``images`` column holds the photos' bytes: same tokens and pixels as
+    the same conversations with image paths."""
+    from datasets import Dataset, Image, Sequence
+
+    records = [json.loads(line) for line in (demo_dir / "mllm_demo.jsonl").read_text().splitlines()][:3]
+    embedded = [
+        {**r, "images": [{"bytes": (demo_dir / p).read_bytes(), "path": None} for p in r["images"]]} for r in records
+    ]
+    parquet = tmp_path / "embedded.parquet"
+    Dataset.from_list(embedded).cast_column("images", Sequence(Image())).to_parquet(parquet)
+    options = {"format": "messages", "tokenizer": llava.processor, "batch_size": 3}
+    from_bytes = MultimodalData(str(parquet), **options)
+    from_paths = MultimodalData(str(demo_dir / "mllm_demo.jsonl"), **options)
+    batches = []
+    for data in (from_bytes, from_paths):
+        data.prepare_data()
+        data.setup("fit")
+        batches.append(next(iter(data._sft_loader(data.datasets["train"].select(range(3)), 3, shuffle=False))))
+    assert batches[0].keys() == batches[1].keys()
+    for name in batches[0]:
+        assert torch.equal(batches[0][name], batches[1][name]), name
+    assert batches[0]["pixel_values"].shape[0] == 4
