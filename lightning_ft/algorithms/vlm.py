@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -103,12 +102,9 @@ def keep_vision_unquantized(spec: ModelSpec) -> ModelSpec:
     quantization = spec.quantization
     if quantization is None or quantization.llm_int8_skip_modules is not None:
         return spec
-    kept = copy.copy(spec)
-    kept.quantization = copy.deepcopy(quantization)
     # transformers matches these as regexes from the start of a module's name, up to a module boundary
-    kept.quantization.llm_int8_skip_modules = [f".*{name}" for name in (*VISION_TOWER_NAMES, *PROJECTOR_NAMES)]
-    kept.quantization.llm_int8_skip_modules.append("lm_head")
-    return kept
+    skipped = [f".*{name}" for name in (*VISION_TOWER_NAMES, *PROJECTOR_NAMES)]
+    return spec.with_quantization(llm_int8_skip_modules=[*skipped, "lm_head"])
 
 
 def load_processor(spec: ModelSpec, tokenizer: Any) -> ProcessorMixin:

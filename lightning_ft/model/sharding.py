@@ -4,8 +4,6 @@ of the frozen base is loaded in that dtype too."""
 
 from __future__ import annotations
 
-import copy
-
 import lightning as L
 import torch
 from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
@@ -43,8 +41,5 @@ def shardable_spec(spec: ModelSpec, param_dtype: torch.dtype) -> ModelSpec:
     from any other dtype would destroy it), and each decoder layer holds a single dtype."""
     if spec.quantization is None or not spec.quantization.load_in_4bit:
         return spec
-    shardable = copy.copy(spec)
-    shardable.quantization = copy.deepcopy(spec.quantization)
-    shardable.quantization.bnb_4bit_quant_storage = param_dtype
-    shardable.dtype = str(param_dtype).removeprefix("torch.")
-    return shardable
+    dtype = str(param_dtype).removeprefix("torch.")
+    return spec.with_quantization(dtype=dtype, bnb_4bit_quant_storage=param_dtype)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from pathlib import Path
@@ -59,6 +60,15 @@ class ModelSpec:
         self.quantization = quantization
         self.chat_template = chat_template
         self.trust_remote_code = trust_remote_code
+
+    def with_quantization(self, dtype: DTypeName | None = None, **changes: Any) -> ModelSpec:
+        """A copy whose quantization config has ``changes`` set (and ``dtype``, if given); ``self`` is unchanged."""
+        changed = copy.copy(self)
+        changed.quantization = copy.deepcopy(self.quantization)
+        for name, value in changes.items():
+            setattr(changed.quantization, name, value)
+        changed.dtype = dtype or self.dtype
+        return changed
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able description from which the same base model can be loaded again (written beside exports)."""
