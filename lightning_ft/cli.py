@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -11,6 +12,8 @@ import lightning as L
 from jsonargparse import ActionConfigFile, auto_cli
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from lightning_ft.algorithms.base import FineTuneModule
 from lightning_ft.callbacks import (
@@ -19,6 +22,7 @@ from lightning_ft.callbacks import (
     TokenRateProgressBar,
     TokenThroughputMonitor,
 )
+from lightning_ft.callbacks.resume import RunLocation, resolve_resume, run_location
 from lightning_ft.data.multimodal import open_image
 from lightning_ft.eval.reward import score_pairs
 from lightning_ft.model.export import load_export, merge_export
@@ -51,12 +55,36 @@ class FineTuneCLI(LightningCLI):
         return parser
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        trainer_config = self._get(self.config_init, "trainer", default={})
         # Our default progress bar must not clash with `--trainer.enable_progress_bar false`.
-        if self._get(self.config_init, "trainer", default={}).get("enable_progress_bar") is False:
+        if trainer_config.get("enable_progress_bar") is False:
             callbacks = self.trainer_defaults.get("callbacks", [])
             kept = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
             self.trainer_defaults = {**self.trainer_defaults, "callbacks": kept}
+        resumed_run = self._resolve_ckpt_path(trainer_config)
+        if resumed_run is not None and trainer_config.get("logger") in (None, True) and "logger" not in kwargs:
+            # A resumed run goes on logging, checkpointing and exporting in the directory of the run it resumes.
+            kwargs["logger"] = TensorBoardLogger(str(resumed_run.save_dir), resumed_run.name, resumed_run.version)
         return super().instantiate_trainer(**kwargs)
+
+    def _resolve_ckpt_path(self, trainer_config: dict[str, Any]) -> RunLocation | None:
+        """Turns ``--ckpt_path last`` (or a requeued SLURM job) into the newest checkpoint of any earlier run under
+        ``default_root_dir``; returns the run directory of a resumed checkpoint."""
+        arguments = self.config_init.get(str(self.subcommand))
+        if arguments is None or "ckpt_path" not in arguments:
+            return None
+        checkpoint = self._get(self.config_init, "checkpoint")
+        directories = [Path(checkpoint.dirpath)] if getattr(checkpoint, "dirpath", None) else []
+        root = trainer_config.get("default_root_dir") or os.getcwd()
+        resolved = resolve_resume(
+            arguments["ckpt_path"],
+            root=root,
+            checkpoint_dirs=directories,
+            required=arguments.get("require_checkpoint", False),
+            on_slurm=SLURMEnvironment.detect(),
+        )
+        arguments["ckpt_path"] = resolved
+        return run_location(resolved, root) if isinstance(resolved, Path) and self.subcommand == "fit" else None
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[L.Callback]) -> L.Trainer:
         # Nor our checkpoint callback with `--trainer.enable_checkpointing false`.
@@ -70,6 +98,12 @@ class FineTuneCLI(LightningCLI):
         parser.add_lightning_class_args(AtomicModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True})
         parser.add_lightning_class_args(TokenThroughputMonitor, "throughput")
+        parser.add_argument(
+            "--require_checkpoint",
+            type=bool,
+            default=False,
+            help="With --ckpt_path last: stop with an error instead of starting from step 0 when no checkpoint exists.",
+        )
         # The data module tokenizes with the model's tokenizer, chat template included.
         parser.link_arguments("model", "data.init_args.tokenizer", compute_fn=_tokenizer_of, apply_on="instantiate")
 

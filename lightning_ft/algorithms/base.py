@@ -23,6 +23,7 @@ from lightning_ft.algorithms.faults import (
     gradients_are_finite,
     non_finite_message,
 )
+from lightning_ft.callbacks.resume import ResumeDataPosition
 from lightning_ft.model.compile import compile_decoder_layers
 from lightning_ft.model.export import save_export
 from lightning_ft.model.freeze import FreezePolicy
@@ -145,7 +146,7 @@ class FineTuneModule(L.LightningModule):
         self.log("train/skipped_steps", float(self.skipped_steps))
 
     def configure_callbacks(self) -> list[L.Callback]:
-        return [OutOfMemoryAdvice()]
+        return [OutOfMemoryAdvice(), ResumeDataPosition()]
 
     def configure_optimizers(self) -> dict[str, Any]:
         decay, no_decay = [], []

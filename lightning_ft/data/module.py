@@ -23,6 +23,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import ProcessorMixin
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from lightning_ft.data.sampling import SeededRandomSampler
 from lightning_ft.data.sources import DataError, load_records
 from lightning_ft.data.tokenize import DROPPED, Overlong
 
@@ -209,7 +210,7 @@ class TokenizedData(L.LightningDataModule):
         return StatefulDataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=SeededRandomSampler(dataset, seed=self.seed) if shuffle else None,
             generator=self._generator(),
             collate_fn=collate_fn,
             num_workers=self.num_workers,

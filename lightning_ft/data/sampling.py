@@ -1,11 +1,53 @@
-"""Length-grouped batching for padded batches: similar lengths share a batch, so little compute goes to padding."""
+"""Samplers whose order is a function of the seed and the epoch alone, and whose position is checkpointed, so a resumed
+run draws exactly the batches an uninterrupted one would, in the interrupted epoch and every later one: a shuffled
+order (`SeededRandomSampler`) and length-grouped batches for padded data (`LengthGroupedBatchSampler`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Sized
 
 import torch
-from torch.utils.data import BatchSampler, DistributedSampler, Sampler
+from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler, Sampler
+
+
+class SeededRandomSampler(RandomSampler):
+    """A new shuffled order each epoch: epoch ``e`` is ``torch.randperm`` under the seed ``seed + e`` (epoch 0 is the
+    order a loader with a generator seeded ``seed`` draws first). Stateful (epoch and examples yielded).
+
+    A generator carried from epoch to epoch (a plain shuffled loader) is not restored by a checkpoint past the
+    interrupted epoch, so every later epoch of a resumed run would be shuffled differently. Being a ``RandomSampler``,
+    it is replaced under DDP by Lightning's ``DistributedSampler``, whose order is also a function of seed and epoch.
+
+    Args:
+        data_source: The dataset (only its length is used).
+        seed: Seed of the order.
+    """
+
+    def __init__(self, data_source: Sized, seed: int = 0) -> None:
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0  # of the next iteration
+        self._yielded = 0  # examples of the current iteration handed out
+        self._skip = 0  # examples to pass over after load_state_dict
+
+    def state_dict(self) -> dict[str, int]:
+        if self._yielded == 0 or self._yielded >= len(self):
+            return {"epoch": self.epoch, "yielded": 0}
+        return {"epoch": self.epoch - 1, "yielded": self._yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self._skip, self._yielded = state["epoch"], state["yielded"], 0
+
+    def order(self, epoch: int) -> list[int]:
+        return torch.randperm(len(self), generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.order(self.epoch)
+        self.epoch += 1
+        skip, self._skip, self._yielded = self._skip, 0, 0
+        for position in range(skip, len(order)):
+            self._yielded = position + 1
+            yield order[position]
 
 
 class LengthGroupedBatchSampler(BatchSampler):
