@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,6 +54,20 @@ class LossRecorder(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
         if "train/loss" in trainer.callback_metrics:
             self.losses.append(float(trainer.callback_metrics["train/loss"]))
+
+
+class HangAfterStep(L.Callback):
+    """Stands still once ``step`` optimiser steps are done (and their checkpoint written), after writing ``marker``,
+    so a test can kill the process at a known point."""
+
+    def __init__(self, step: int, marker: str) -> None:
+        self.step = step
+        self.marker = marker
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
+        if trainer.global_step >= self.step:
+            Path(self.marker).write_text(str(trainer.global_step))
+            time.sleep(600)
 
 
 def quiet_trainer(**trainer_kwargs) -> L.Trainer:
