@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from lightning_ft.algorithms.reference import (
@@ -31,6 +32,7 @@ from lightning_ft.losses.preference import (
     simpo_loss,
 )
 from lightning_ft.model.attention import model_inputs
+from lightning_ft.model.fingerprint import weights_fingerprint
 from lightning_ft.model.heads import final_hidden_states, output_projection, unwrap
 from lightning_ft.model.spec import ModelSpec
 
@@ -110,6 +112,8 @@ class DPO(ReferencedPolicy):
         self.desirable_weight = desirable_weight
         self.undesirable_weight = undesirable_weight
         self.precompute_reference_logps = precompute_reference_logps
+        # split -> (reference log-probs (records, 2), the dataset they were read from); not a buffer: kept in float32
+        self.reference_logps_table: dict[str, tuple[torch.Tensor, Any]] = {}
         self.paired_loss = PAIRED_LOSSES.get(loss_type)
         self.loss_options = self._loss_options(label_smoothing=label_smoothing, gamma_beta_ratio=gamma_beta_ratio)
 
@@ -123,8 +127,10 @@ class DPO(ReferencedPolicy):
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
-        if self.needs_reference and self.precompute_reference_logps:
-            self._precompute_reference_logps()
+        self._load_reference_logps()
+
+    def on_validation_start(self) -> None:
+        self._load_reference_logps()  # `validate` alone has no fit start
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
@@ -221,44 +227,77 @@ class DPO(ReferencedPolicy):
         return packed_sequence_logps(hidden, output_projection(model), batch["labels"], sequence_ids, num_sequences)
 
     def _reference_logps(self, batch: Batch, sides: tuple[str, str]) -> torch.Tensor:
-        """``(2B,)`` summed reference log-probs of both sides: precomputed columns when the batch has them."""
-        columns = [f"reference_{side}logps" for side in sides]
-        if all(column in batch for column in columns):
-            return torch.cat([batch[column] for column in columns]).float()
+        """``(2B,)`` summed reference log-probs of both sides: the precomputed float32 values of the batch's records,
+        or the reference model run now."""
+        if self.precompute_reference_logps:
+            table, _ = self.reference_logps_table["train" if self.training else "val"]
+            values = table[batch["record"]]  # (B, 2): never in the batch, which precisions cast to bf16 / fp16
+            if values.isnan().any():
+                missing = batch["record"][values.isnan().any(dim=1)].tolist()
+                raise RuntimeError(f"No precomputed reference log-probs for records {missing}")
+            return torch.cat([values[:, 0], values[:, 1]])
         with torch.no_grad(), reference_policy(self.model, self.reference_model) as reference:
             return self._sequence_logps(reference, batch)[0]
 
-    def _precompute_reference_logps(self) -> None:
+    def _load_reference_logps(self) -> None:
+        """Score the data with the reference once (or read the scores that `PreferenceData` cached under the same
+        reference weights and data) and keep them as float32 tables ``split -> (records, 2)``, looked up by record.
+
+        Scored under the training precision (a full fine-tune's temporary frozen copy converted to it, the forward in
+        its autocast context), so the values equal those a live reference gives. Runs at fit start and at the start
+        of a validation that has none, whatever the order of runs or when the loaders were built.
+        """
+        if not (self.needs_reference and self.precompute_reference_logps):
+            return
         datamodule = self.trainer.datamodule
         if not hasattr(datamodule, "add_reference_logps"):
             raise TypeError(
                 "precompute_reference_logps needs a data module with `add_reference_logps` (PreferenceData), "
                 f"got {type(datamodule).__name__}"
             )
+        fitting = self.trainer.state.fn == TrainerFn.FITTING
+        splits = [split for split in datamodule.datasets if fitting or split == "val"]
+        if all(
+            self.reference_logps_table.get(split, (None, None))[1] is datamodule.datasets[split] for split in splits
+        ):
+            return
         sides = ("", "kl_") if self.loss_type == "kto" else ("chosen_", "rejected_")
-        key = json.dumps({"reference": self.model_spec.to_dict(), "quantization": repr(self.model_spec.quantization)})
+        columns = [f"reference_{side}logps" for side in sides]
+        spec = self.model_spec
+        key = json.dumps(
+            {"reference": spec.to_dict(), "quantization": repr(spec.quantization), "weights": weights_fingerprint(spec)}
+        )
+        precision = self.trainer.precision_plugin
         temporary: list[nn.Module] = []  # a frozen copy for full fine-tuning, loaded on the first batch only
 
         def score(batch: Batch) -> dict[str, torch.Tensor]:
             batch = {name: value.to(self.device) for name, value in batch.items()}
             if needs_frozen_copy(self.model) and not temporary:
-                temporary.append(load_frozen_reference(self.model_spec, self.disable_dropout).to(self.device))
+                copy = load_frozen_reference(spec, self.disable_dropout)
+                temporary.append(precision.convert_module(copy).to(self.device))
             was_training = self.model.training
             self.model.eval()
-            with torch.no_grad(), reference_policy(self.model, temporary[0] if temporary else None) as reference:
-                logps = self._sequence_logps(reference, batch)[0].cpu()
+            reference_model = temporary[0] if temporary else None
+            with torch.no_grad(), precision.forward_context(), reference_policy(self.model, reference_model) as model:
+                logps = self._sequence_logps(model, batch)[0].float().cpu()
             self.model.train(was_training)
-            return dict(zip([f"reference_{side}logps" for side in sides], logps.chunk(2), strict=True))
+            return dict(zip(columns, logps.chunk(2), strict=True))
 
         # Every rank computes under sharded strategies (the forward needs them all); otherwise rank 0 computes and
         # the others read datasets' cache.
         sharded = isinstance(self.trainer.strategy, (FSDPStrategy, DeepSpeedStrategy))
         if sharded or self.trainer.is_global_zero:
-            datamodule.add_reference_logps(score, key)
+            datamodule.add_reference_logps(score, key, splits)
         self.trainer.strategy.barrier()
         if not (sharded or self.trainer.is_global_zero):
-            datamodule.add_reference_logps(score, key)
+            datamodule.add_reference_logps(score, key, splits)
         temporary.clear()
+        for split in splits:
+            dataset = datamodule.datasets[split]
+            records = torch.tensor(dataset["record"])
+            table = torch.full((int(records.max()) + 1, 2), torch.nan, dtype=torch.float32)
+            table[records] = torch.stack([torch.tensor(dataset[column], dtype=torch.float32) for column in columns], 1)
+            self.reference_logps_table[split] = (table.to(self.device), dataset)
 
     def _loss_options(self, **options: float) -> dict[str, float]:
         """``beta`` plus the options the chosen loss function takes; an option set for a loss without it is an

@@ -9,7 +9,7 @@ Reference log-probs can be computed once and cached with the tokenized data (`ad
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -153,10 +153,11 @@ class PreferenceData(TokenizedData):
     def collator(self) -> SideBySideCollator:
         return SideBySideCollator(self._require_tokenizer().pad_token_id, self.sides, self.packing)
 
-    def add_reference_logps(self, score: ReferenceScorer, key: str) -> None:
-        """Add columns computed by ``score`` on collated batches (e.g. the reference model's log-probs) to every split,
-        once: ``datasets`` caches them beside the tokenized data under ``key`` (which must name everything the values
-        depend on), so later epochs and runs read them back instead of running the model again.
+    def add_reference_logps(self, score: ReferenceScorer, key: str, splits: Iterable[str] | None = None) -> None:
+        """Add columns computed by ``score`` on collated batches (e.g. the reference model's log-probs) to every split
+        (or to ``splits``), once: ``datasets`` caches them beside the tokenized data under ``key`` (which must name
+        everything the values depend on, the weights included), so later epochs and runs read them back instead of
+        running the model again. The columns stay out of the loaders' batches: training precisions would round them.
 
         ``score`` takes a batch as the loaders give it and returns ``{column: (B,) tensor}``.
         """
@@ -169,7 +170,8 @@ class PreferenceData(TokenizedData):
             examples = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
             return {column: values.tolist() for column, values in score(collate(examples)).items()}
 
-        for split, dataset in self.datasets.items():
+        for split in self.datasets if splits is None else splits:
+            dataset = self.datasets[split]
             fingerprint = hashlib.sha256(f"{dataset._fingerprint}:{key}".encode()).hexdigest()[:32]
             self.datasets[split] = dataset.map(
                 add_columns,
@@ -180,8 +182,11 @@ class PreferenceData(TokenizedData):
             )
 
     def _examples(self, split: str) -> Dataset:
+        """A split's batch columns: the sequences, scalars such as ``desirable`` or ``margin``, and ``record`` (by
+        which precomputed reference log-probs are looked up)."""
         dataset = self.datasets[split]
-        return dataset.remove_columns([c for c in ("status", "prompt_length", "record") if c in dataset.column_names])
+        unbatched = [c for c in dataset.column_names if c in ("status", "prompt_length") or c.startswith("reference_")]
+        return dataset.remove_columns(unbatched)
 
 
 def empty_row(unpaired: bool, status: str) -> TokenizedPair | TokenizedUnpaired:

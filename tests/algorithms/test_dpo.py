@@ -126,26 +126,6 @@ def test_training_raises_reward_accuracy_on_the_training_pairs(tiny_model_dir, t
         assert after["val/rewards/margin"] > before["val/rewards/margin"]
 
 
-@pytest.mark.parametrize("peft", [lora(), None], ids=["adapter-disabled", "frozen-copy"])
-def test_precomputed_reference_logps_equal_live_ones(tiny_model_dir, tmp_path, peft, monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
-    live_module, data = build(tiny_model_dir, tmp_path, peft=peft)
-    live_module.configure_model()
-    data.prepare_data()
-    data.setup("fit")
-    batch = next(iter(data.val_dataloader()))
-    live = live_module._reference_logps(batch, ("chosen_", "rejected_"))
-
-    module, data = build(tiny_model_dir, tmp_path, peft=peft, precompute_reference_logps=True)
-    trainer(1).fit(module, datamodule=data)
-    assert module.reference_model is None  # nothing kept in memory for the reference
-    columns = data.datasets["val"].column_names
-    assert {"reference_chosen_logps", "reference_rejected_logps"} <= set(columns)
-    batch = next(iter(data.val_dataloader()))
-    cached = torch.cat([batch["reference_chosen_logps"], batch["reference_rejected_logps"]])
-    torch.testing.assert_close(cached, live, atol=1e-5, rtol=0)
-
-
 def test_options_that_do_not_apply_are_refused(tiny_model_dir):
     spec = ModelSpec(path=str(tiny_model_dir))
     with pytest.raises(ValueError, match="valid: sigmoid, robust, hinge, ipo, simpo, orpo, kto"):
