@@ -78,7 +78,8 @@ class DPO(ReferencedPolicy):
         model: The model to align.
         loss_type: ``sigmoid`` (DPO; cDPO with ``label_smoothing``), ``ipo``, ``hinge``, ``robust``, the
             reference-free ``simpo`` and ``orpo``, or ``kto`` (unpaired data: `PreferenceData` with ``format: kto``).
-        beta: Inverse temperature of the implicit reward (IPO's τ, ORPO's λ, SimPO's β).
+        beta: Inverse temperature of the implicit reward (IPO's τ, ORPO's λ, SimPO's β). The default suits the DPO
+            family; SimPO wants about 2 (its paper uses 2.0-2.5, as ``configs/dpo/simpo.yaml`` does).
         label_smoothing: Assumed rate of flipped preferences (``sigmoid`` = cDPO, ``robust``, ``simpo``).
         gamma_beta_ratio: SimPO's target margin over β.
         rpo_alpha: Weight of the chosen responses' mean token NLL added to the loss (RPO); ``orpo`` uses 1 unless set.
@@ -183,14 +184,29 @@ class DPO(ReferencedPolicy):
         )
         loss = losses.mean()
         metrics = {"kl": kl.detach(), "logps/completion": policy.detach().mean()}
-        if desirable.any():
-            metrics["rewards/desirable"] = rewards[desirable].mean()
-        if (~desirable).any():
-            metrics["rewards/undesirable"] = rewards[~desirable].mean()
-        self._log(stage, loss, metrics, batch_size=policy.shape[0])
+        counts = {}
+        for kind, mask in (("desirable", desirable), ("undesirable", ~desirable)):
+            # Every batch logs both, weighted by its own count: the epoch value is the mean over the examples of the
+            # kind, and under DDP every device enters the same collectives when it is synced. A batch without one
+            # logs 0 with weight 0 (NaN in a training step, whose value is logged as it is).
+            count = int(mask.sum())
+            counts[f"rewards/{kind}"] = count
+            empty = float("nan") if stage == "train" else 0.0
+            metrics[f"rewards/{kind}"] = rewards[mask].mean() if count else rewards.new_tensor(empty)
+        self._log(stage, loss, metrics, batch_size=policy.shape[0], counts=counts)
         return loss
 
-    def _log(self, stage: str, loss: torch.Tensor, metrics: dict[str, torch.Tensor], batch_size: int) -> None:
+    def _log(
+        self,
+        stage: str,
+        loss: torch.Tensor,
+        metrics: dict[str, torch.Tensor],
+        batch_size: int,
+        counts: dict[str, int] | None = None,
+    ) -> None:
+        """Log the loss and ``metrics``, each weighted by ``batch_size`` in epoch means, or by its entry in
+        ``counts``."""
+        counts = counts or {}
         on_step = stage == "train"
         self.log(
             f"{stage}/loss",
@@ -207,7 +223,7 @@ class DPO(ReferencedPolicy):
                 value,
                 on_step=on_step,
                 on_epoch=not on_step,
-                batch_size=batch_size,
+                batch_size=counts.get(name, batch_size),
                 sync_dist=not on_step,
             )
 

@@ -4,6 +4,7 @@ Prompt and response are rendered together, once, with the same template as SFT; 
 its assistant turns, end-of-turn included) carry labels, the prompt never does. A pair that does not fit
 ``max_length`` is truncated the same way for chosen and rejected: the prompt loses its beginning (its end, which the
 responses answer, stays) down to ``max_prompt_length`` tokens, then the responses lose their ends; or it is dropped.
+A pair whose chosen and rejected sides are the same tokens once truncated is dropped (``dropped_identical``).
 """
 
 from __future__ import annotations
@@ -86,17 +87,26 @@ class PreferenceTokenizer:
     def __call__(self, pair: PreferencePair) -> TokenizedPair:
         prompt_c, chosen, chosen_labels = self.split(pair.prompt, pair.chosen)
         prompt_r, rejected, rejected_labels = self.split(pair.prompt, pair.rejected)
-        prompt = prompt_c if len(prompt_c) <= len(prompt_r) else prompt_r
-        status = self.fit(len(prompt), max(len(chosen), len(rejected)))
+        longer = max((prompt_c, chosen), (prompt_r, rejected), key=lambda side: len(side[0]) + len(side[1]))
+        status = self.fit(len(longer[0]), len(longer[1]))
         if status in DROPPED:
             return TokenizedPair(
                 chosen_input_ids=[], chosen_labels=[], rejected_input_ids=[], rejected_labels=[], status=status
             )
-        keep_prompt, keep_response = self.kept_lengths(len(prompt), max(len(chosen), len(rejected)))
-        chosen_ids, chosen_labels = self.join(prompt_c, chosen, chosen_labels, keep_prompt, keep_response)
-        rejected_ids, rejected_labels = self.join(prompt_r, rejected, rejected_labels, keep_prompt, keep_response)
+        # Both sides render the same prompt, but not always to the same tokens: a response starting with whitespace
+        # can merge with the template's trailing newline, and that side's prompt ends a token earlier. So each side
+        # keeps its own prompt, and both lose the same tokens from its start: as many as the longer prompt must.
+        cut = 0
+        if status == "truncated":
+            prompt_length = max(len(prompt_c), len(prompt_r))
+            cut = prompt_length - self.kept_lengths(prompt_length, max(len(chosen), len(rejected)))[0]
+        chosen_ids, chosen_labels = self.join_cut(prompt_c, chosen, chosen_labels, cut)
+        rejected_ids, rejected_labels = self.join_cut(prompt_r, rejected, rejected_labels, cut)
         if not has_labels(chosen_labels) or not has_labels(rejected_labels):
             status = "dropped_no_trainable"
+        elif chosen_ids == rejected_ids and chosen_labels == rejected_labels:
+            status = "dropped_identical"  # the responses differed only past the truncation: nothing to compare
+        if status in DROPPED:
             chosen_ids, chosen_labels, rejected_ids, rejected_labels = [], [], [], []
         return TokenizedPair(
             chosen_input_ids=chosen_ids,
@@ -147,6 +157,13 @@ class PreferenceTokenizer:
         ids = self.prefix + prompt + response[:keep_response] + self.suffix
         masked_before = [IGNORE_INDEX] * (len(self.prefix) + len(prompt))
         return ids, masked_before + labels[:keep_response] + [IGNORE_INDEX] * len(self.suffix)
+
+    def join_cut(
+        self, prompt: list[int], response: list[int], labels: list[int], cut: int
+    ) -> tuple[list[int], list[int]]:
+        """`join` of the prompt less its first ``cut`` tokens and as much of the response as fits beside it."""
+        keep_prompt = max(0, len(prompt) - cut)
+        return self.join(prompt, response, labels, keep_prompt, self.max_length - keep_prompt)
 
 
 def special_tokens_around(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:

@@ -205,7 +205,8 @@ def orpo_loss(
     ``-β log σ(log odds(c) - log odds(r))`` with ``log odds(p) = log p - log(1 - p)``.
 
     Args:
-        policy_chosen_logps: ``(batch,)`` chosen log-probs *averaged over the response's tokens* (so ``p < 1``).
+        policy_chosen_logps: ``(batch,)`` chosen log-probs *averaged over the response's tokens* (so ``p < 1``; an
+            average within float rounding of 0 is read as ``-ε``, machine epsilon, so the odds stay finite).
         policy_rejected_logps: ``(batch,)`` rejected, averaged likewise.
         beta: Weight of the odds-ratio term (ORPO's λ).
 
@@ -213,10 +214,19 @@ def orpo_loss(
         ``(losses, chosen_rewards, rejected_rewards)``, each ``(batch,)``; rewards ``β · logps``, detached.
     """
     log_odds = (policy_chosen_logps - policy_rejected_logps) - (
-        torch.log1p(-torch.exp(policy_chosen_logps)) - torch.log1p(-torch.exp(policy_rejected_logps))
+        log1mexp(policy_chosen_logps) - log1mexp(policy_rejected_logps)
     )
     losses = -beta * F.logsigmoid(log_odds)
     return losses, beta * policy_chosen_logps.detach(), beta * policy_rejected_logps.detach()
+
+
+def log1mexp(logps: torch.Tensor) -> torch.Tensor:
+    """``log(1 - exp(x))`` of log-probabilities ``x <= 0``, elementwise, finite with a finite gradient everywhere.
+
+    ``-expm1(x)`` keeps ``1 - e^x`` exact near 0, where ``1 - exp(x)`` rounds to 0 (``x = -1e-12`` in float32); ``x``
+    is capped at ``-ε`` (the dtype's machine epsilon), since ``x = 0`` (``p = 1``) has infinite odds.
+    """
+    return torch.log(-torch.expm1(logps.clamp(max=-torch.finfo(logps.dtype).eps)))
 
 
 def kto_loss(

@@ -6,14 +6,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+# A comma separates thousands only before exactly three digits (1,234 and 12,345,678); elsewhere ("3,4", "3, 4",
+# "1,2345") it separates two numbers.
+NUMBER = re.compile(r"-?\d+(?:,\d{3}(?!\d))*(?:\.\d+)?")
 ANSWER_SENTENCE = re.compile(r"\bthe (?:final )?answer is:?\s*\$?-?\d", re.IGNORECASE)
 FINAL_ANSWER_MARK = "####"
 
 
 def final_number(text: str) -> float | None:
-    """The number a GSM8K-style text ends on: the first after ``####`` if there is one, else the last in the text;
-    thousands separators are ignored."""
+    """The number a GSM8K-style text ends on: the first after ``####`` if there is one, else the last in the text.
+    Thousands separators are ignored; any other comma separates numbers, so "The answer is 3,4" ends on 4."""
     if FINAL_ANSWER_MARK in text:
         text = text.rsplit(FINAL_ANSWER_MARK, 1)[1]
         numbers = NUMBER.findall(text)[:1]

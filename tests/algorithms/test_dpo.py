@@ -126,6 +126,44 @@ def test_training_raises_reward_accuracy_on_the_training_pairs(tiny_model_dir, t
         assert after["val/rewards/margin"] > before["val/rewards/margin"]
 
 
+def test_kto_rewards_are_weighted_by_their_own_counts_and_logged_by_every_batch(tiny_model_dir, tmp_path, monkeypatch):
+    """Validation in batches of 3 over the 4 desirable, then 4 undesirable examples: [D D D], [D U U], [U U]. A
+    stand-in loss gives the examples rewards 1 .. 8 in order, so the epoch's desirable reward is the mean of its 4
+    examples, (1 + 2 + 3 + 4) / 4 = 2.5 (weighting batch means by batch size gives (2·3 + 4·3) / 6 = 3), and the
+    undesirable one (5 + 6 + 7 + 8) / 4 = 6.5 (not (5.5·3 + 7.5·2) / 5 = 6.3). Every batch logs the same keys,
+    examples of a kind or not, so under DDP every device enters the same collectives when the epoch's means are
+    synced."""
+    module = DPO(ModelSpec(path=str(tiny_model_dir)), peft=lora(), loss_type="kto", optimizer=adamw(1e-2))
+    train = kto_file(tmp_path)
+    data = PreferenceData(train, val=train, format="kto", tokenizer=module.tokenizer, batch_size=3, max_length=64)
+    seen = [0]
+
+    def stand_in_kto_loss(policy, reference, desirable, *args):
+        rewards = torch.arange(seen[0] + 1, seen[0] + 1 + len(policy), dtype=torch.float32)
+        seen[0] += len(policy)
+        return torch.zeros_like(policy), rewards
+
+    monkeypatch.setattr("lightning_ft.algorithms.dpo.kto_loss", stand_in_kto_loss)
+    logged: list[tuple[str, int | None]] = []
+    log = module.log
+
+    def recording_log(name, value, **options):
+        logged.append((name, options.get("batch_size")))
+        log(name, value, **options)
+
+    monkeypatch.setattr(module, "log", recording_log)
+    metrics = quiet_trainer(num_sanity_val_steps=0).validate(module, datamodule=data, verbose=False)[0]
+    assert seen[0] == 8
+    assert float(metrics["val/rewards/desirable"]) == pytest.approx(2.5)
+    assert float(metrics["val/rewards/undesirable"]) == pytest.approx(6.5)
+    batches = [index for index, (name, _) in enumerate(logged) if name == "val/loss"] + [len(logged)]
+    per_batch = [dict(logged[start:end]) for start, end in zip(batches, batches[1:], strict=False)]
+    assert len(per_batch) == 3
+    assert all(batch.keys() == per_batch[0].keys() for batch in per_batch)
+    assert [batch["val/rewards/desirable"] for batch in per_batch] == [3, 1, 0]
+    assert [batch["val/rewards/undesirable"] for batch in per_batch] == [0, 2, 2]
+
+
 def test_options_that_do_not_apply_are_refused(tiny_model_dir):
     spec = ModelSpec(path=str(tiny_model_dir))
     with pytest.raises(ValueError, match="valid: sigmoid, robust, hinge, ipo, simpo, orpo, kto"):

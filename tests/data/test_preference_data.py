@@ -65,6 +65,35 @@ def test_identical_pairs_are_dropped_and_reported_by_record_number(tmp_path, cap
     assert sorted(kept) == [0, 1, 3]
 
 
+def test_pairs_identical_once_truncated_are_dropped_and_reported_by_record_number(tmp_path, caplog):
+    """With max_length 20 and max_prompt_length 10, record 1's 17-token prompt keeps its last 10 tokens and its
+    responses (19 tokens at most) their first 10: the responses differ only after their 14th token, so chosen and
+    rejected become the same tokens and the pair would train on nothing. Records 0 and 2 are cut too but differ from
+    their responses' first tokens."""
+    shared = "hello world the a of and to in is it that"
+    records = [
+        {"prompt": "Say hello.", "chosen": "hello world", "rejected": "goodbye"},
+        {"prompt": "Say hello.", "chosen": f"{shared} hello", "rejected": f"{shared} goodbye"},
+        {
+            "prompt": "Say hello.",
+            "chosen": "The capital of France is Paris.",
+            "rejected": "the a of and to in is it that",
+        },
+    ]
+    data = PreferenceData(
+        write_jsonl(tmp_path / "p.jsonl", records),
+        tokenizer=build_tiny_tokenizer(),
+        max_length=20,
+        max_prompt_length=10,
+    )
+    with caplog.at_level("INFO"):
+        prepared(data)
+    assert data.dropped["train"] == {"dropped_identical": [1]}
+    assert data.stats["train"] == {"records": 3, "truncated": 2, "dropped_identical": 1}
+    assert "1 dropped with identical chosen and rejected (records 1)" in caplog.text
+    assert list(data.datasets["train"]["record"]) == [0, 2]
+
+
 @pytest.mark.parametrize(
     ("record", "message"),
     [

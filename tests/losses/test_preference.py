@@ -82,6 +82,36 @@ def test_orpo_closed_form():
     torch.testing.assert_close(losses, torch.tensor(expected), atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("chosen", "rejected"), [(0.0, -1.0), (-1.0, 0.0), (0.0, 0.0), (-1e-12, -1.0), (-1.0, -1e-12), (-1e-12, -1e-12)]
+)
+def test_orpo_loss_and_gradient_are_finite_when_a_mean_log_prob_rounds_to_zero(chosen, rejected):
+    """``log(1 - exp(x))`` is ``-inf`` at ``x = 0`` (and at ``-1e-12``, where ``exp`` rounds to 1 in float32); its
+    gradient NaN. Every mean log-prob within float32 rounding of 0 must give a finite loss and gradient."""
+    policy_chosen = torch.tensor([chosen], requires_grad=True)
+    policy_rejected = torch.tensor([rejected], requires_grad=True)
+    losses, _, _ = orpo_loss(policy_chosen, policy_rejected, beta=0.1)
+    losses.sum().backward()
+    assert torch.isfinite(losses).all()
+    assert torch.isfinite(policy_chosen.grad).all() and torch.isfinite(policy_rejected.grad).all()
+
+
+def test_orpo_gradient_equals_the_closed_form():
+    """d/dc of ``-β log σ(L)`` with ``L = c - log(1 - e^c) - (r - log(1 - e^r))`` is ``-β σ(-L) / (1 - e^c)``, and
+    d/dr is ``β σ(-L) / (1 - e^r)`` (as ``d/dx [x - log(1 - e^x)] = 1 / (1 - e^x)``)."""
+    chosen = torch.tensor([-0.5, -2.0], requires_grad=True)
+    rejected = torch.tensor([-1.0, -0.25], requires_grad=True)
+    orpo_loss(chosen, rejected, beta=0.1)[0].sum().backward()
+    expected_chosen, expected_rejected = [], []
+    for c, r in zip(chosen.tolist(), rejected.tolist(), strict=True):
+        log_odds = (c - math.log(1 - math.exp(c))) - (r - math.log(1 - math.exp(r)))
+        sigmoid_minus = 1 / (1 + math.exp(log_odds))
+        expected_chosen.append(-0.1 * sigmoid_minus / (1 - math.exp(c)))
+        expected_rejected.append(0.1 * sigmoid_minus / (1 - math.exp(r)))
+    torch.testing.assert_close(chosen.grad, torch.tensor(expected_chosen), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(rejected.grad, torch.tensor(expected_rejected), atol=1e-6, rtol=1e-5)
+
+
 def test_kto_closed_form_with_clamped_reference_point():
     policy = torch.tensor([-1.0, -2.0, -0.5])
     reference = torch.tensor([-1.5, -1.0, -0.5])

@@ -26,6 +26,34 @@ def test_final_number(text, number):
     assert final_number(text) == number
 
 
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("1,234", 1234.0),
+        ("It costs $12,345,678 in all", 12345678.0),
+        ("The answer is 3,4", 4.0),  # "3,4" is a list: its last number, never 34
+        ("Options 3, 4", 4.0),
+        ("1,2345", 2345.0),  # a group of four digits is no thousands group: two numbers
+        ("1,234,56", 56.0),
+        ("#### 3,4", 3.0),  # the first number after ####
+        ("#### 1,000 apples", 1000.0),
+    ],
+)
+def test_commas_separate_thousands_only_before_exactly_three_digits(text, number):
+    assert final_number(text) == number
+
+
+def test_a_list_of_options_is_not_a_thousands_number():
+    completions = ["Options 3,4", "Options 3, 4", "It is 1,234", "It is 1234", "It is 12,34"]
+    assert gsm8k_exact_match([""] * 5, completions, answer=["34", "34", "1234", "1,234", "1234"]) == [
+        0.0,
+        0.0,
+        1.0,
+        1.0,
+        0.0,
+    ]
+
+
 def test_gsm8k_exact_match_against_real_reference_solutions():
     records = [json.loads(line) for line in shared_data("eval/gsm8k_test.jsonl").read_text().splitlines()[:20]]
     answers = [record["answer"] for record in records]
