@@ -111,6 +111,10 @@ class GRPO(OnlinePolicy):
     def _aggregate(self, losses: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.loss_aggregation == "sequence":
             return masked_mean(losses, mask, dim=1).mean()
-        if self.loss_aggregation == "token":
-            return masked_mean(losses, mask)
+        if self.loss_aggregation == "token":  # DAPO: over the tokens of every rank's rollout
+            world_size = self.trainer.world_size if self._trainer is not None else 1
+            tokens = mask.sum().float()
+            if world_size > 1:
+                tokens = self.trainer.strategy.reduce(tokens, reduce_op="sum") / world_size
+            return (losses * mask).sum() / tokens.clamp(min=1)
         return (losses * mask).sum() / (mask.shape[0] * self.max_new_tokens)

@@ -12,8 +12,8 @@ from torch.optim import Optimizer
 
 from lightning_ft.algorithms.reference import ReferencedPolicy
 from lightning_ft.losses.logps import token_logps
-from lightning_ft.losses.sft import IGNORE_INDEX
-from lightning_ft.model.generation import stop_token_ids
+from lightning_ft.losses.sft import IGNORE_INDEX, Projection
+from lightning_ft.model.generation import policy_sampling, stop_token_ids, without_generation_defaults
 from lightning_ft.model.heads import final_hidden_states, output_projection
 from lightning_ft.model.spec import ModelSpec
 from lightning_ft.rewards.loading import load_rewards, reward_name, score_completions
@@ -60,8 +60,9 @@ class OnlinePolicy(ReferencedPolicy):
             rendered with its own chat template.
         reward_weights: One weight per reward (default 1 each).
         max_new_tokens: Longest completion.
-        temperature: Sampling temperature.
-        top_p: Nucleus sampling.
+        temperature: Sampling temperature (above 0); log-probs, ratios and KL are computed at it too.
+        top_p: Nucleus sampling. Below 1 the completions come from a truncated distribution that the log-probs do
+            not model (as in TRL), so ratios and KL are then approximate; the default 1 keeps them exact.
         max_grad_norm: Clip the gradient norm; ``None`` turns it off.
         val_temperature: Sampling temperature of validation completions; 0 samples greedily (deterministic).
         val_generations: Completions per validation prompt (more give a steadier mean when sampling).
@@ -85,6 +86,8 @@ class OnlinePolicy(ReferencedPolicy):
         super().__init__(model, **kwargs)
         if not reward_funcs:
             raise ValueError(f"{type(self).__name__} needs at least one entry in reward_funcs")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be above 0 (training samples from the policy), got {temperature}")
         if reward_weights is not None and len(reward_weights) != len(reward_funcs):
             raise ValueError(f"{len(reward_weights)} reward_weights for {len(reward_funcs)} reward_funcs")
         self.automatic_optimization = False
@@ -141,21 +144,17 @@ class OnlinePolicy(ReferencedPolicy):
         """Complete left-padded prompts (greedily at temperature 0): ``(sequences, completion_mask, texts)``."""
         was_training = self.model.training
         self.model.eval()
-        sampling = (
-            {"do_sample": True, "temperature": temperature, "top_p": self.top_p}
-            if temperature > 0
-            else {"do_sample": False}
-        )
         stops = stop_token_ids(self.tokenizer)
-        sequences = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=self.max_new_tokens,
-            eos_token_id=stops,
-            pad_token_id=self.tokenizer.pad_token_id,
-            use_cache=True,
-            **sampling,
-        )
+        with without_generation_defaults(self.model):
+            sequences = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=self.max_new_tokens,
+                eos_token_id=stops,
+                pad_token_id=self.tokenizer.pad_token_id,
+                use_cache=True,
+                **policy_sampling(temperature, self.top_p),
+            )
         self.model.train(was_training)
         completions = sequences[:, input_ids.shape[1] :]
         completion_mask = through_first_stop(completions, stops)
@@ -177,11 +176,21 @@ class OnlinePolicy(ReferencedPolicy):
     def completion_logprobs(
         self, model: nn.Module, completions: Completions, hidden: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``(N, completion length)`` log-probs of the sampled completion tokens (0 after each completion's end)."""
+        """``(N, completion length)`` log-probs of the sampled completion tokens (0 after each completion's end)
+        under the sampling distribution, ``softmax(logits / temperature)``: the policy, its reference and the
+        sampling policy are all scored at the temperature the completions were drawn at."""
         if hidden is None:
             hidden = self.hidden_states(model, completions)
         labels = completion_labels(completions)
-        return token_logps(hidden, output_projection(model), labels)[:, completions.prompt_length :]
+        return token_logps(hidden, self.sampling_projection(model), labels)[:, completions.prompt_length :]
+
+    def sampling_projection(self, model: nn.Module) -> Projection:
+        """Hidden states -> the logits completions are sampled from: the output layer's, divided by the
+        temperature."""
+        projection = output_projection(model)
+        if self.temperature == 1.0:
+            return projection
+        return lambda hidden: projection(hidden) / self.temperature
 
     def manual_step(self, loss: torch.Tensor) -> None:
         """One manual optimiser step on ``loss``, with gradient clipping and a schedule step (the schedule counts

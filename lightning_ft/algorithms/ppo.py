@@ -24,7 +24,7 @@ from lightning_ft.losses.rl import (
     whiten,
 )
 from lightning_ft.model.generation import stop_token_ids
-from lightning_ft.model.heads import output_projection, unwrap
+from lightning_ft.model.heads import unwrap
 from lightning_ft.model.spec import ModelSpec
 from lightning_ft.model.trainable import build_trainable_model
 
@@ -178,13 +178,14 @@ class PPO(OnlinePolicy):
             raise ValueError(f"A rollout of {size} completions cannot split into {self.num_minibatches} minibatches")
         updates: dict[str, list[torch.Tensor]] = {}
         for _ in range(self.ppo_epochs):
-            for index in torch.randperm(size, device=self.device).chunk(self.num_minibatches):
+            for index in torch.randperm(size, device=self.device).tensor_split(self.num_minibatches):
                 for name, value in self.update(rollout, index).items():
                     updates.setdefault(name, []).append(value)
         metrics.update({name: torch.stack(values).mean() for name, values in updates.items()})
         if self.target_kl is not None:
-            measured = float(self.all_gather(metrics["kl"]).mean())
-            self.kl_coef = adaptive_kl_coef(self.kl_coef, measured, self.target_kl, size, self.kl_horizon)
+            measured = float(self.all_gather(metrics["kl"]).mean())  # every rank's rollout is `size` sequences
+            world_size = self.trainer.world_size
+            self.kl_coef = adaptive_kl_coef(self.kl_coef, measured, self.target_kl, size * world_size, self.kl_horizon)
         metrics["kl_coef"] = torch.tensor(self.kl_coef, device=self.device)
         self.log_metrics(metrics, batch_size=size)
 
@@ -253,7 +254,7 @@ class PPO(OnlinePolicy):
 
     def _entropy(self, completions: Completions, hidden: torch.Tensor) -> torch.Tensor:
         labels = completion_labels(completions)
-        return token_entropy(hidden, output_projection(self.model), labels)[:, completions.prompt_length :]
+        return token_entropy(hidden, self.sampling_projection(self.model), labels)[:, completions.prompt_length :]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

@@ -27,7 +27,7 @@ from lightning_ft.data.sampling import SeededRandomSampler
 from lightning_ft.data.sources import DataError, load_records
 from lightning_ft.data.tokenize import DROPPED, Overlong
 
-TOKENIZATION_VERSION = "4"  # bump whenever tokenized rows change: old caches must not be reused
+TOKENIZATION_VERSION = "5"  # bump whenever tokenized rows change: old caches must not be reused
 RecordTokenizer = Callable[[Mapping[str, Any], str], dict[str, Any]]
 STATUS_DESCRIPTIONS = {
     "truncated": "truncated to {max_length} tokens",
@@ -205,11 +205,14 @@ class TokenizedData(L.LightningDataModule):
         }
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
-    def _loader(self, dataset: Any, batch_size: int, shuffle: bool, collate_fn: Callable) -> DataLoader:
+    def _loader(
+        self, dataset: Any, batch_size: int, shuffle: bool, collate_fn: Callable, drop_last: bool = False
+    ) -> DataLoader:
         """A stateful loader: Lightning saves its position in checkpoints, so a run resumes mid-epoch exactly."""
         return StatefulDataLoader(
             dataset,
             batch_size=batch_size,
+            drop_last=drop_last,
             sampler=SeededRandomSampler(dataset, seed=self.seed) if shuffle else None,
             generator=self._generator(),
             collate_fn=collate_fn,

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from lightning_ft.data.module import RecordTokenizer, TokenizedData
@@ -68,7 +69,19 @@ class PromptData(TokenizedData):
         return tokenize
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._prompts("train"), self.batch_size, shuffle=True, collate_fn=self.collator())
+        """Full batches only: an online step takes a fixed number of optimiser steps on each rollout (PPO's
+        minibatches), so a last partial batch is left out of each epoch (a different one each epoch, as the order is
+        shuffled), and the steps taken are the steps the schedule and ``max_steps`` count."""
+        prompts = self._prompts("train")
+        left_out = len(prompts) % self.batch_size
+        if len(prompts) < self.batch_size:
+            raise DataError(f"{self.train}: {len(prompts)} prompts cannot fill one batch of {self.batch_size}")
+        if left_out:
+            rank_zero_info(
+                f"train prompts: {len(prompts)} in batches of {self.batch_size}; each epoch leaves out {left_out} "
+                "(the last partial batch; shuffled, so a different few each epoch)"
+            )
+        return self._loader(prompts, self.batch_size, shuffle=True, collate_fn=self.collator(), drop_last=True)
 
     def val_dataloader(self) -> DataLoader | list:
         if "val" not in self.datasets:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import torch
 from PIL import Image
 from torch import nn
-from transformers import ProcessorMixin
+from transformers import GenerationConfig, ProcessorMixin
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from lightning_ft.model.chat_templates import END_OF_TURN_TOKENS
+from lightning_ft.model.heads import unwrap
 
 
 def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -16,6 +21,28 @@ def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     vocab = tokenizer.get_vocab()
     ids = {tokenizer.eos_token_id} | {vocab[token] for token in END_OF_TURN_TOKENS if token in vocab}
     return sorted(i for i in ids if i is not None)
+
+
+def policy_sampling(temperature: float, top_p: float = 1.0) -> dict[str, Any]:
+    """``generate`` options that sample from exactly ``softmax(logits / temperature)`` (restricted to the top-``p``
+    nucleus when ``top_p < 1``), or decode greedily at temperature 0. ``top_k`` is switched off explicitly: left unset,
+    transformers applies its default of 50. Use inside `without_generation_defaults`."""
+    if temperature <= 0:
+        return {"do_sample": False}
+    return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+
+
+@contextmanager
+def without_generation_defaults(model: nn.Module) -> Iterator[None]:
+    """Hide the model's ``generation_config.json`` while generating, so its ``top_k``, ``repetition_penalty``,
+    ``min_p``, ... cannot change the distribution sampled from: only the options passed to ``generate`` apply."""
+    base = unwrap(model)
+    saved = base.generation_config
+    base.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        base.generation_config = saved
 
 
 @torch.no_grad()

@@ -18,6 +18,7 @@ from tests.helpers import adamw, quiet_trainer
 
 TARGET = "a"  # dense enough that a random policy samples it: the reward has a signal from step 1
 REWARD = "tests.algorithms.test_grpo.reward_target_letter"
+LORA_LAYERS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def reward_target_letter(prompts, completions, **fields):
@@ -61,9 +62,12 @@ class RewardRecorder(L.Callback):
         self.rewards.append(float(trainer.callback_metrics["train/reward"]))
 
 
-@pytest.mark.parametrize(
-    "peft", [None, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear")], ids=["full", "lora"]
-)
+# LoRA includes lm_head: sampling from the policy's full softmax (no hidden top-k), only the output layer moves the
+# random model's near-uniform next-token distribution within these steps (as in the PPO test).
+LORA_WITH_HEAD = LoraConfig(r=8, lora_alpha=16, target_modules=[*LORA_LAYERS, "lm_head"])
+
+
+@pytest.mark.parametrize("peft", [None, LORA_WITH_HEAD], ids=["full", "lora"])
 def test_rule_reward_rises(tiny_model_dir, tmp_path, peft):
     L.seed_everything(0)
     module = GRPO(

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from tests.conftest import ROOT
@@ -67,3 +68,34 @@ def test_length_grouped_batches_are_dealt_across_ranks(tiny_model_dir, tmp_path)
     steps = [[lengths[i] for i in a] + [lengths[i] for i in b] for a, b in zip(first, second, strict=True)]
     assert sorted(sorted(step, reverse=True) for step in steps) == consecutive
     assert all(min(lengths[i] for i in a) >= max(lengths[i] for i in b) for a, b in zip(first, second, strict=True))
+
+
+RL_SCRIPT = ROOT / "tests" / "distributed" / "rl_run.py"
+
+
+def rl_run(tiny_model_dir, out, devices: int, algorithm: str) -> dict:
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(RL_SCRIPT), str(tiny_model_dir), str(out), str(devices), algorithm]
+    result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return torch.load(out, weights_only=False)
+
+
+def test_grpo_token_aggregation_pools_the_tokens_of_every_rank(tiny_model_dir, tmp_path):
+    """DAPO's token-level loss divides by the tokens of the whole global rollout: 2 processes whose completions have
+    different lengths end on the weights of 1 process with both halves (a per-rank mean weighs them differently)."""
+    single = rl_run(tiny_model_dir, tmp_path / "single.pt", 1, "grpo")
+    ddp = rl_run(tiny_model_dir, tmp_path / "ddp.pt", 2, "grpo")
+    moved = [name for name, weight in single["weights"].items() if not torch.equal(weight, ddp["weights"][name])]
+    assert moved  # the runs trained
+    for name, weight in single["weights"].items():
+        torch.testing.assert_close(ddp["weights"][name], weight, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_ppo_adaptive_kl_counts_the_rollouts_of_every_rank(tiny_model_dir, tmp_path):
+    """The controller's step is ``steps / horizon`` with steps the global rollout size: 2 processes of 1 rollout each
+    move the coefficient as 1 process of 2 does (0.2 · (1 - 0.2 · 2/10) = 0.192 after a step at KL 0, then again)."""
+    single = rl_run(tiny_model_dir, tmp_path / "single.pt", 1, "ppo")
+    ddp = rl_run(tiny_model_dir, tmp_path / "ddp.pt", 2, "ppo")
+    assert ddp["kl_coef"] == pytest.approx(single["kl_coef"], rel=1e-9)
+    assert single["kl_coef"] < 0.2 * (1 - 0.2 * 2 / 10) + 1e-9  # moved at least one full step of a 2-rollout batch
