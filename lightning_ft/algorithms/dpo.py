@@ -19,7 +19,6 @@ from lightning_ft.algorithms.reference import (
     needs_frozen_copy,
     reference_policy,
 )
-from lightning_ft.algorithms.sft import check_packing_supported
 from lightning_ft.losses.logps import packed_sequence_logps, sequence_logps
 from lightning_ft.losses.preference import (
     PreferenceLosses,
@@ -31,9 +30,9 @@ from lightning_ft.losses.preference import (
     sigmoid_dpo_loss,
     simpo_loss,
 )
-from lightning_ft.model.attention import model_inputs
 from lightning_ft.model.fingerprint import weights_fingerprint
-from lightning_ft.model.heads import final_hidden_states, output_projection, unwrap
+from lightning_ft.model.forward import sequence_hidden_states
+from lightning_ft.model.heads import output_projection
 from lightning_ft.model.spec import ModelSpec
 
 PreferenceLossType = Literal["sigmoid", "ipo", "hinge", "robust", "simpo", "orpo", "kto"]
@@ -229,13 +228,7 @@ class DPO(ReferencedPolicy):
 
     def _sequence_logps(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """``(2B,)`` summed log-probs of each sequence's labelled tokens and their counts (padded or packed)."""
-        input_ids = batch["input_ids"]
-        base = unwrap(self.model)
-        inputs = model_inputs(batch, base.config._attn_implementation, base.dtype)
-        if "sequence_ids" in batch:
-            check_packing_supported(self.model)
-        hidden = final_hidden_states(model, input_ids=input_ids, **inputs)
-        hidden = hidden[:, -input_ids.shape[1] :]  # prompt tuning prepends virtual tokens
+        hidden = sequence_hidden_states(model, batch)
         if "sequence_ids" not in batch:
             return sequence_logps(hidden, output_projection(model), batch["labels"])
         sequence_ids = batch["sequence_ids"]  # packed rows are never padded: the ids run 0 .. 2B - 1

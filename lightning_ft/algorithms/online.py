@@ -13,8 +13,9 @@ from torch.optim import Optimizer
 from lightning_ft.algorithms.reference import ReferencedPolicy
 from lightning_ft.losses.logps import token_logps
 from lightning_ft.losses.sft import IGNORE_INDEX, Projection
+from lightning_ft.model.forward import sequence_hidden_states
 from lightning_ft.model.generation import policy_sampling, stop_token_ids, without_generation_defaults
-from lightning_ft.model.heads import final_hidden_states, output_projection
+from lightning_ft.model.heads import output_projection
 from lightning_ft.model.spec import ModelSpec
 from lightning_ft.rewards.loading import load_rewards, reward_name, score_completions
 
@@ -168,10 +169,8 @@ class OnlinePolicy(ReferencedPolicy):
         """``(N, length, hidden)`` final hidden states of ``model`` over prompt + completion."""
         attention_mask = completions.attention_mask
         position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # prompts are left-padded
-        hidden = final_hidden_states(
-            model, input_ids=completions.input_ids, attention_mask=attention_mask, position_ids=position_ids
-        )
-        return hidden[:, -completions.input_ids.shape[1] :]  # past any virtual tokens of prompt-learning methods
+        batch = {"input_ids": completions.input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
+        return sequence_hidden_states(model, batch)
 
     def completion_logprobs(
         self, model: nn.Module, completions: Completions, hidden: torch.Tensor | None = None

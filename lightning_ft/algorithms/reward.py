@@ -67,7 +67,7 @@ class RewardModel(FineTuneModule):
         return model
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        losses, chosen, rejected = self._step(batch)
+        losses, chosen, rejected = self.pair_losses(batch)
         loss = losses.mean()
         pairs = chosen.shape[0]
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=pairs)
@@ -76,7 +76,7 @@ class RewardModel(FineTuneModule):
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        losses, chosen, rejected = self._step(batch)
+        losses, chosen, rejected = self.pair_losses(batch)
         self.val_loss.update(losses)
         self.val_accuracy.update((chosen > rejected).float())
         self.val_margin.update(chosen - rejected)
@@ -89,7 +89,8 @@ class RewardModel(FineTuneModule):
         self.log("val/margin", self.val_margin.compute())
         reset_metrics(self.val_loss, self.val_accuracy, self.val_margin)
 
-    def _step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def pair_losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(losses, chosen_rewards, rejected_rewards)``, each ``(pairs,)``, of a side-by-side batch."""
         if "sequence_ids" in batch:
             raise ValueError("A reward model scores one sequence per row: set `data.packing: false`.")
         rewards = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

@@ -7,13 +7,13 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from peft import PeftModel
 from torchmetrics import MeanMetric
 
 from lightning_ft.algorithms.base import FineTuneModule, reset_metrics
 from lightning_ft.losses.sft import chunked_cross_entropy
-from lightning_ft.model.attention import model_inputs, tokens_per_sequence
-from lightning_ft.model.heads import final_hidden_states, output_projection, unwrap
+from lightning_ft.model.attention import tokens_per_sequence
+from lightning_ft.model.forward import sequence_hidden_states
+from lightning_ft.model.heads import output_projection
 from lightning_ft.model.neftune import neftune_noise
 from lightning_ft.model.spec import ModelSpec
 
@@ -55,7 +55,7 @@ class SFT(FineTuneModule):
         self._step_tokens = torch.zeros((), dtype=torch.long)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss_sum, num_tokens = self._step(batch)
+        loss_sum, num_tokens = self.loss_sum(batch)
         self._step_loss_sum = self._step_loss_sum.to(loss_sum.device) + loss_sum.detach()
         self._step_tokens = self._step_tokens.to(num_tokens.device) + num_tokens
         return loss_sum
@@ -76,7 +76,7 @@ class SFT(FineTuneModule):
         super().on_before_optimizer_step(optimizer)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss_sum, num_tokens = self._step(batch)
+        loss_sum, num_tokens = self.loss_sum(batch)
         if num_tokens > 0:
             self.val_loss.update(loss_sum / num_tokens, weight=num_tokens)
 
@@ -92,27 +92,11 @@ class SFT(FineTuneModule):
         """Batch entries the model takes besides tokens and masks (images, for vision-language models)."""
         return {}
 
-    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        input_ids = batch["input_ids"]
-        base = unwrap(self.model)
-        inputs = model_inputs(batch, base.config._attn_implementation, base.dtype)
-        if "sequence_ids" in batch:
-            check_packing_supported(self.model)
-        inputs.update(self.extra_model_inputs(batch))
+    def loss_sum(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The summed loss of the batch's trained tokens and their number: ``(loss_sum, num_tokens)``, scalars."""
+        inputs_embeds = None
         if self.training and self.neftune_noise_alpha:
-            embeddings = self.model.get_input_embeddings()(input_ids)
-            noisy = neftune_noise(embeddings, tokens_per_sequence(batch), self.neftune_noise_alpha)
-            hidden = final_hidden_states(self.model, inputs_embeds=noisy, **inputs)
-        else:
-            hidden = final_hidden_states(self.model, input_ids=input_ids, **inputs)
-        # Prompt tuning prepends virtual tokens to the sequence: keep the positions of the real ones.
-        hidden = hidden[:, -input_ids.shape[1] :]
+            embeddings = self.model.get_input_embeddings()(batch["input_ids"])
+            inputs_embeds = neftune_noise(embeddings, tokens_per_sequence(batch), self.neftune_noise_alpha)
+        hidden = sequence_hidden_states(self.model, batch, inputs_embeds, **self.extra_model_inputs(batch))
         return self.loss_fn(hidden, output_projection(self.model), batch["labels"])
-
-
-def check_packing_supported(model: torch.nn.Module) -> None:
-    if isinstance(model, PeftModel) and model.active_peft_config.is_prompt_learning:
-        raise ValueError(
-            f"{type(model.active_peft_config).__name__} adds virtual tokens that every packed sequence would share: "
-            "set `data.packing: false` for prompt and prefix tuning."
-        )

@@ -21,13 +21,15 @@ def block_causal_mask(sequence_ids: torch.Tensor) -> torch.Tensor:
 def model_inputs(batch: dict[str, torch.Tensor], attn_implementation: str | None, dtype: torch.dtype) -> dict[str, Any]:
     """``attention_mask`` / ``position_ids`` for the model.
 
-    Padded batches pass the 2D padding mask. Packed batches (with ``sequence_ids``) pass restarting ``position_ids``
+    Padded batches pass the 2D padding mask (and their ``position_ids`` when they carry them: left padding). Packed
+    batches (with ``sequence_ids``) pass restarting ``position_ids``
     plus, for SDPA, a 4D block-diagonal boolean mask (position restarts alone do not isolate sequences under SDPA),
     for eager the same as an additive float mask; flash-attention gets no mask and finds the sequences from the
     position restarts (varlen kernels).
     """
     if "sequence_ids" not in batch:
-        return {"attention_mask": batch["attention_mask"]}
+        padded = {"attention_mask": batch["attention_mask"]}
+        return {**padded, "position_ids": batch["position_ids"]} if "position_ids" in batch else padded
     inputs: dict[str, Any] = {"position_ids": batch["position_ids"]}
     if attn_implementation in FLASH_IMPLEMENTATIONS:
         return inputs

@@ -45,7 +45,7 @@ def test_mean_of_micro_batch_means_would_differ(tiny_model_dir, tiny_tokenizer):
     module = SFT(ModelSpec(path=str(tiny_model_dir)))
     module.configure_model()
     with torch.no_grad():
-        parts = [module._step(collate(part)) for part in (examples[1:2], [examples[0], examples[2]])]
+        parts = [module.loss_sum(collate(part)) for part in (examples[1:2], [examples[0], examples[2]])]
     mean_of_means = sum(s / n for s, n in parts) / 2
     token_mean = sum(s for s, _ in parts) / sum(n for _, n in parts)
     assert abs(float(mean_of_means - token_mean)) > 1e-3

@@ -104,6 +104,6 @@ def test_margin_field_reaches_the_loss(tiny_model_dir, tmp_path, monkeypatch):
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
     assert batch["margin"].tolist() == [2.0] * len(PAIRS)
-    losses, chosen, rejected = module._step(batch)
+    losses, chosen, rejected = module.pair_losses(batch)
     expected = -torch.nn.functional.logsigmoid(torch.tensor(-2.0))
     torch.testing.assert_close(losses, expected.expand(len(PAIRS)))

@@ -34,7 +34,7 @@ def loss_and_gradients(model_dir, adapter, loss_fn, batch):
     torch.manual_seed(0)
     module = SFT(ModelSpec(path=str(model_dir)), peft=adapter, loss_fn=loss_fn)
     module.configure_model()
-    loss_sum, count = module._step(batch)
+    loss_sum, count = module.loss_sum(batch)
     loss_sum.backward()
     return loss_sum.detach(), count, {n: p.grad for n, p in module.model.named_parameters() if p.requires_grad}
 

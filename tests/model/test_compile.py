@@ -25,7 +25,7 @@ def loss_and_grads(model_dir, examples, pad_token_id, compile: bool) -> list[tup
     for part in (examples, examples[:2]):
         batch = collate([{"input_ids": [e["input_ids"] for e in part], "labels": [e["labels"] for e in part]}])
         module.model.zero_grad()
-        loss_sum, count = module._step(batch)
+        loss_sum, count = module.loss_sum(batch)
         (loss_sum / count).backward()
         grads = {n: p.grad.clone() for n, p in module.model.named_parameters() if p.requires_grad}
         results.append((float(loss_sum / count), grads))

@@ -62,11 +62,11 @@ def test_packed_logits_and_loss_equal_one_by_one(adapter, attn_implementation, t
         torch.testing.assert_close(packed_logits[start : start + length], alone_logits, atol=1e-5, rtol=0)
         start += length
         with torch.no_grad():
-            loss_sum, count = module._step(alone)
+            loss_sum, count = module.loss_sum(alone)
         single_sums.append(loss_sum)
         single_counts.append(count)
     with torch.no_grad():
-        packed_sum, packed_count = module._step(packed)
+        packed_sum, packed_count = module.loss_sum(packed)
     assert packed_count == sum(single_counts)
     torch.testing.assert_close(packed_sum, sum(single_sums), atol=1e-5, rtol=1e-6)
 
@@ -78,7 +78,7 @@ def test_prompt_tuning_refuses_packed_batches(tiny_model_dir, tiny_tokenizer):
         [{"input_ids": [e["input_ids"] for e in examples], "labels": [e["labels"] for e in examples]}]
     )
     with pytest.raises(ValueError, match="set `data.packing: false`"):
-        module._step(packed)
+        module.loss_sum(packed)
 
 
 def test_tokens_per_sequence_for_padded_and_packed_batches():

@@ -53,7 +53,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_model_dir, tiny_to
         module = SFT(ModelSpec(path=str(tiny_model_dir)), gradient_checkpointing=checkpointing)
         module.configure_model()
         assert module.model.is_gradient_checkpointing is checkpointing
-        loss_sum, _ = module._step(batch)
+        loss_sum, _ = module.loss_sum(batch)
         loss_sum.backward()
         gradients.append({n: p.grad.clone() for n, p in module.model.named_parameters()})
     for name, gradient in gradients[0].items():

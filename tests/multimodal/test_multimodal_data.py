@@ -67,7 +67,7 @@ def test_image_tokens_equal_the_vision_feature_vectors(llava, tmp_path, demo_dir
     assert batch["pixel_values"].shape[0] == len(images)
     assert image_tokens == sum(feature.shape[0] for feature in features) == expected_tokens
     with torch.no_grad():  # the model itself agrees (it raises when image tokens and features differ)
-        assert torch.isfinite(llava._step(batch)[0])
+        assert torch.isfinite(llava.loss_sum(batch)[0])
 
 
 def test_labels_cover_assistant_turns_only(llava, tmp_path, demo_dir):
