@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
@@ -20,46 +18,13 @@ from lightning_ft.algorithms.reference import (
     reference_policy,
 )
 from lightning_ft.losses.logps import packed_sequence_logps, sequence_logps
-from lightning_ft.losses.preference import (
-    PreferenceLosses,
-    hinge_dpo_loss,
-    ipo_loss,
-    kto_loss,
-    orpo_loss,
-    robust_dpo_loss,
-    sigmoid_dpo_loss,
-    simpo_loss,
-)
+from lightning_ft.losses.preference import PreferenceLossType, kto_loss, loss_options, preference_loss
 from lightning_ft.model.fingerprint import weights_fingerprint
 from lightning_ft.model.forward import sequence_hidden_states
 from lightning_ft.model.heads import output_projection
 from lightning_ft.model.spec import ModelSpec
 
-PreferenceLossType = Literal["sigmoid", "ipo", "hinge", "robust", "simpo", "orpo", "kto"]
 Batch = dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class PairedLoss:
-    """How the module feeds a paired preference loss: its function, whether it compares against a reference model,
-    whether it wants log-probs averaged over each response's tokens, and the default weight of the chosen
-    response's NLL (ORPO's own term; ``rpo_alpha`` overrides it)."""
-
-    function: Callable[..., PreferenceLosses]
-    needs_reference: bool = True
-    average_logps: bool = False
-    nll_weight: float = 0.0
-
-
-PAIRED_LOSSES: dict[str, PairedLoss] = {
-    "sigmoid": PairedLoss(sigmoid_dpo_loss),
-    "robust": PairedLoss(robust_dpo_loss),
-    "hinge": PairedLoss(hinge_dpo_loss),
-    "ipo": PairedLoss(ipo_loss, average_logps=True),
-    "simpo": PairedLoss(simpo_loss, needs_reference=False, average_logps=True),
-    "orpo": PairedLoss(orpo_loss, needs_reference=False, average_logps=True, nll_weight=1.0),
-}
-LOSS_TYPES = (*PAIRED_LOSSES, "kto")
 
 
 class DPO(ReferencedPolicy):
@@ -104,8 +69,7 @@ class DPO(ReferencedPolicy):
         **kwargs: Any,
     ) -> None:
         super().__init__(model, **kwargs)
-        if loss_type not in LOSS_TYPES:
-            raise ValueError(f"Unknown loss_type {loss_type!r}; valid: {', '.join(LOSS_TYPES)}")
+        self.paired_loss = preference_loss(loss_type)
         self.loss_type = loss_type
         self.beta = beta
         self.rpo_alpha = rpo_alpha
@@ -114,7 +78,6 @@ class DPO(ReferencedPolicy):
         self.precompute_reference_logps = precompute_reference_logps
         # split -> (reference log-probs (records, 2), the dataset they were read from); not a buffer: kept in float32
         self.reference_logps_table: dict[str, tuple[torch.Tensor, Any]] = {}
-        self.paired_loss = PAIRED_LOSSES.get(loss_type)
         self.loss_options = self._loss_options(label_smoothing=label_smoothing, gamma_beta_ratio=gamma_beta_ratio)
 
     @property
@@ -309,18 +272,13 @@ class DPO(ReferencedPolicy):
             self.reference_logps_table[split] = (table.to(self.device), dataset)
 
     def _loss_options(self, **options: float) -> dict[str, float]:
-        """``beta`` plus the options the chosen loss function takes; an option set for a loss without it is an
-        error, not silently ignored."""
+        """``beta`` plus the options the chosen loss function takes (an option set for a loss without it is an
+        error, not silently ignored)."""
         function = kto_loss if self.paired_loss is None else self.paired_loss.function
-        accepted = inspect.signature(function).parameters
         defaults = inspect.signature(DPO.__init__).parameters
-        chosen = {"beta": self.beta} if self.paired_loss is not None else {}
-        for name, value in options.items():
-            if name in accepted:
-                chosen[name] = value
-            elif value != defaults[name].default:
-                raise ValueError(f"{name} does not apply to loss_type {self.loss_type!r}")
-        return chosen
+        declared = {name: (value, defaults[name].default) for name, value in options.items()}
+        chosen = loss_options(function, self.loss_type, **declared)
+        return {"beta": self.beta, **chosen} if self.paired_loss is not None else chosen
 
 
 def split_sides(batch: Batch) -> tuple[Batch, Batch]:

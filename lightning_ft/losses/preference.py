@@ -7,12 +7,14 @@ the quantities worth logging, so a module reduces them as it likes (mean, token-
 
 from __future__ import annotations
 
-from typing import Literal
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
-DPOLossType = Literal["sigmoid", "ipo", "hinge", "robust"]
 PreferenceLosses = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -110,38 +112,6 @@ def ipo_loss(
         *implicit_rewards(
             policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta
         ),
-    )
-
-
-DPO_LOSSES = {"sigmoid": sigmoid_dpo_loss, "robust": robust_dpo_loss, "hinge": hinge_dpo_loss, "ipo": ipo_loss}
-DPO_LOSS_TYPES: tuple[str, ...] = tuple(DPO_LOSSES)
-
-
-def dpo_loss(
-    policy_chosen_logps: torch.Tensor,
-    policy_rejected_logps: torch.Tensor,
-    reference_chosen_logps: torch.Tensor,
-    reference_rejected_logps: torch.Tensor,
-    beta: float = 0.1,
-    loss_type: DPOLossType = "sigmoid",
-    label_smoothing: float = 0.0,
-) -> PreferenceLosses:
-    """The DPO family by name: ``sigmoid`` (DPO; cDPO with ``label_smoothing``), ``robust``, ``hinge``, ``ipo``.
-    A lookup over `sigmoid_dpo_loss`, `robust_dpo_loss`, `hinge_dpo_loss` and `ipo_loss` (see them for the formulas);
-    ``label_smoothing`` applies to ``sigmoid`` and ``robust`` only.
-
-    Returns:
-        ``(losses, chosen_rewards, rejected_rewards)``, each ``(batch,)``.
-    """
-    if loss_type not in DPO_LOSSES:
-        raise ValueError(f"Unknown DPO loss_type {loss_type!r}; valid: {', '.join(DPO_LOSS_TYPES)}")
-    options = {"beta": beta}
-    if label_smoothing:
-        if loss_type not in ("sigmoid", "robust"):
-            raise ValueError(f"label_smoothing applies to the sigmoid and robust losses, not {loss_type!r}")
-        options["label_smoothing"] = label_smoothing
-    return DPO_LOSSES[loss_type](
-        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, **options
     )
 
 
@@ -288,3 +258,79 @@ def bradley_terry_loss(
     if center_rewards_coefficient:
         losses = losses + center_rewards_coefficient * (chosen_rewards + rejected_rewards) ** 2
     return losses
+
+
+@dataclass(frozen=True)
+class PairedLoss:
+    """A paired preference loss and what it needs: its function, whether it compares against a reference model,
+    whether it takes log-probs averaged over each response's tokens, and the default weight of the chosen
+    response's NLL (ORPO's own term)."""
+
+    function: Callable[..., PreferenceLosses]
+    needs_reference: bool = True
+    average_logps: bool = False
+    nll_weight: float = 0.0
+
+
+# The one registry of paired preference losses: a new loss is one entry here (its name then parses everywhere).
+PAIRED_LOSSES: dict[str, PairedLoss] = {
+    "sigmoid": PairedLoss(sigmoid_dpo_loss),
+    "robust": PairedLoss(robust_dpo_loss),
+    "hinge": PairedLoss(hinge_dpo_loss),
+    "ipo": PairedLoss(ipo_loss, average_logps=True),
+    "simpo": PairedLoss(simpo_loss, needs_reference=False, average_logps=True),
+    "orpo": PairedLoss(orpo_loss, needs_reference=False, average_logps=True, nll_weight=1.0),
+}
+DPO_LOSS_TYPES = tuple(name for name, loss in PAIRED_LOSSES.items() if loss.needs_reference)
+PREFERENCE_LOSS_TYPES = (*PAIRED_LOSSES, "kto")  # KTO takes unpaired examples: `kto_loss`
+DPOLossType = Literal[DPO_LOSS_TYPES]  # the names `dpo_loss` takes
+PreferenceLossType = Literal[PREFERENCE_LOSS_TYPES]
+
+
+def preference_loss(name: str, valid: tuple[str, ...] = PREFERENCE_LOSS_TYPES) -> PairedLoss | None:
+    """The registry entry of ``name`` (``None`` for ``kto``); an unknown name is an error listing the valid ones."""
+    if name not in valid:
+        raise ValueError(f"Unknown loss_type {name!r}; valid: {', '.join(valid)}")
+    return PAIRED_LOSSES.get(name)
+
+
+def loss_options(function: Callable[..., Any], name: str, **options: Any) -> dict[str, Any]:
+    """The options ``function`` takes, out of ``options``; an option it does not take, set to anything but its
+    default (``None``, 0 or 0.5 as the callers declare), is an error rather than silently ignored.
+
+    Args:
+        function: A loss function.
+        name: The loss's name, for the error.
+        **options: ``option -> (value, default)``.
+    """
+    accepted = inspect.signature(function).parameters
+    chosen = {}
+    for option, (value, default) in options.items():
+        if option in accepted:
+            chosen[option] = value
+        elif value != default:
+            raise ValueError(f"{option} does not apply to loss_type {name!r}")
+    return chosen
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+    loss_type: DPOLossType = "sigmoid",
+    label_smoothing: float = 0.0,
+) -> PreferenceLosses:
+    """The DPO family by name: ``sigmoid`` (DPO; cDPO with ``label_smoothing``), ``robust``, ``hinge``, ``ipo``
+    (the registry's losses with a reference). A lookup in `PAIRED_LOSSES` (see the functions for the formulas);
+    ``label_smoothing`` applies to ``sigmoid`` and ``robust`` only.
+
+    Returns:
+        ``(losses, chosen_rewards, rejected_rewards)``, each ``(batch,)``.
+    """
+    function = preference_loss(loss_type, DPO_LOSS_TYPES).function
+    options = loss_options(function, loss_type, label_smoothing=(label_smoothing, 0.0))
+    return function(
+        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta, **options
+    )

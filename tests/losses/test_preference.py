@@ -57,8 +57,21 @@ def test_dpo_exact_value_and_gradient_direction():
 def test_dpo_rejects_unknown_type_and_misplaced_smoothing():
     with pytest.raises(ValueError, match="valid: sigmoid, robust, hinge, ipo"):
         dpo("nope", 0.1)
-    with pytest.raises(ValueError, match="label_smoothing applies"):
+    with pytest.raises(ValueError, match="label_smoothing does not apply to loss_type 'ipo'"):
         dpo("ipo", 0.1, 0.1)
+
+
+def test_the_accepted_loss_names_come_from_the_one_registry():
+    """`dpo_loss`, the DPO module and their config types all read `PAIRED_LOSSES`: a loss added there parses."""
+    import typing
+
+    from lightning_ft.algorithms.dpo import DPO
+    from lightning_ft.losses.preference import PAIRED_LOSSES, DPOLossType
+
+    with_reference = [name for name, loss in PAIRED_LOSSES.items() if loss.needs_reference]
+    assert typing.get_args(DPOLossType) == tuple(with_reference) == ("sigmoid", "robust", "hinge", "ipo")
+    module_types = typing.get_args(typing.get_type_hints(DPO.__init__)["loss_type"])
+    assert module_types == (*PAIRED_LOSSES, "kto")
 
 
 def test_simpo_closed_form():
