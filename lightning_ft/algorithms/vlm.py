@@ -6,21 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import get_peft_model, prepare_model_for_kbit_training
+from peft import get_peft_model
 from torch import nn
-from transformers import AutoModelForImageTextToText, AutoProcessor, ProcessorMixin
+from transformers import AutoModelForImageTextToText
 
 from lightning_ft.algorithms.sft import SFT
 from lightning_ft.model.export import save_export
 from lightning_ft.model.spec import ModelSpec
-from lightning_ft.model.trainable import is_quantized
-from lightning_ft.model.vision import (
-    PROJECTOR_NAMES,
-    VISION_TOWER_NAMES,
-    language_model_peft_config,
-    set_trainable_parts,
-    vision_language_parts,
-)
+from lightning_ft.model.trainable import load_for_training
+from lightning_ft.model.vision import language_model_peft_config, set_trainable_parts, vision_language_parts
 
 VISION_INPUTS = ("pixel_values", "image_sizes", "image_grid_thw", "pixel_attention_mask")
 
@@ -65,19 +59,12 @@ class VisionLanguageSFT(SFT):
         self.train_projector = train_projector
         self.train_language_model = train_language_model
         self.train_vision_tower = train_vision_tower
-        self.processor = load_processor(model, self.tokenizer)
+        self.processor = model.load_processor(self.tokenizer)
 
     def build_model(self) -> nn.Module:
-        model = keep_vision_unquantized(self.model_spec).load_model(AutoModelForImageTextToText)
-        model.config.use_cache = False
+        spec = self.model_spec.keep_vision_unquantized()
+        model = load_for_training(spec, self.peft is not None, self.gradient_checkpointing, AutoModelForImageTextToText)
         parts = vision_language_parts(model)
-        checkpointing = {"use_reentrant": False}
-        if is_quantized(model):
-            if self.peft is None:
-                raise ValueError("k-bit quantized weights cannot be trained directly: add an adapter (QLoRA).")
-            model = prepare_model_for_kbit_training(model, self.gradient_checkpointing, checkpointing)
-        elif self.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
         set_trainable_parts(
             model, parts, self.train_vision_tower, self.train_projector, self.train_language_model and not self.peft
         )
@@ -94,24 +81,3 @@ class VisionLanguageSFT(SFT):
         `AutoModelForImageTextToText` (adapters through `load_export` or peft)."""
         details = {"auto_class": "AutoModelForImageTextToText"}
         return save_export(self.model, self.processor, self.model_spec, directory, details)
-
-
-def keep_vision_unquantized(spec: ModelSpec) -> ModelSpec:
-    """QLoRA quantizes the language model only: the vision tower and projector (which may train, and whose small
-    layers gain little) and the output head stay in full precision, unless the config already lists what to skip."""
-    quantization = spec.quantization
-    if quantization is None or quantization.llm_int8_skip_modules is not None:
-        return spec
-    # transformers matches these as regexes from the start of a module's name, up to a module boundary
-    skipped = [f".*{name}" for name in (*VISION_TOWER_NAMES, *PROJECTOR_NAMES)]
-    return spec.with_quantization(llm_int8_skip_modules=[*skipped, "lm_head"])
-
-
-def load_processor(spec: ModelSpec, tokenizer: Any) -> ProcessorMixin:
-    """The model's processor, holding the tokenizer `ModelSpec` prepared (chat template, pad token)."""
-    source = spec.tokenizer_path or spec.path
-    processor = AutoProcessor.from_pretrained(source, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
-    if not isinstance(processor, ProcessorMixin) or not hasattr(processor, "image_processor"):
-        raise ValueError(f"{source} has no image processor (AutoProcessor gave {type(processor).__name__})")
-    processor.tokenizer = tokenizer
-    return processor

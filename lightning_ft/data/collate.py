@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 
@@ -23,18 +24,37 @@ class PadCollator:
         self.pad_to_multiple_of = pad_to_multiple_of
 
     def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
-        length = max(len(example["input_ids"]) for example in examples)
-        if self.pad_to_multiple_of:
-            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        input_ids = torch.full((len(examples), length), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros((len(examples), length), dtype=torch.long)
-        for row, example in enumerate(examples):
-            n = len(example["input_ids"])
-            input_ids[row, :n] = torch.as_tensor(example["input_ids"])
-            labels[row, :n] = torch.as_tensor(example["labels"])
-            attention_mask[row, :n] = 1
+        token_rows = [example["input_ids"] for example in examples]
+        label_rows = [example["labels"] for example in examples]
+        input_ids, attention_mask = pad_sequences(token_rows, self.pad_token_id, "right", self.pad_to_multiple_of)
+        labels, _ = pad_sequences(label_rows, IGNORE_INDEX, "right", self.pad_to_multiple_of)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def pad_sequences(
+    sequences: Sequence[Sequence[int]],
+    pad_value: int,
+    side: Literal["right", "left"] = "right",
+    pad_to_multiple_of: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token sequences with ``pad_value`` to the longest (rounded up to ``pad_to_multiple_of``), on the ``right``
+    (training, scoring) or the ``left`` (generation, so every row continues at the same position).
+
+    Returns:
+        ``(padded, attention_mask)``, both ``(len(sequences), length)`` long tensors; the mask is 1 on the sequences'
+        own tokens, 0 on padding. No sequences give ``(0, 0)`` tensors.
+    """
+    length = max((len(sequence) for sequence in sequences), default=0)
+    if pad_to_multiple_of:
+        length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
+    padded = torch.full((len(sequences), length), pad_value, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        n = len(sequence)
+        columns = slice(0, n) if side == "right" else slice(length - n, length)
+        padded[row, columns] = torch.as_tensor(sequence, dtype=torch.long)
+        attention_mask[row, columns] = 1
+    return padded, attention_mask
 
 
 class SideBySideCollator:

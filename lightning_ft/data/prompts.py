@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
+from lightning_ft.data.collate import pad_sequences
 from lightning_ft.data.module import RecordTokenizer, TokenizedData
 from lightning_ft.data.preference_formats import messages_of, required, with_system
 from lightning_ft.data.sources import DataError
@@ -102,13 +102,9 @@ class LeftPadCollator:
         self.pad_token_id = pad_token_id
 
     def __call__(self, examples: Sequence[dict]) -> dict[str, Any]:
-        length = max(len(example["input_ids"]) for example in examples)
-        input_ids = torch.full((len(examples), length), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(examples), length), dtype=torch.long)
-        for row, example in enumerate(examples):
-            n = len(example["input_ids"])
-            input_ids[row, length - n :] = torch.as_tensor(example["input_ids"])
-            attention_mask[row, length - n :] = 1
+        input_ids, attention_mask = pad_sequences(
+            [example["input_ids"] for example in examples], self.pad_token_id, "left"
+        )
         batch: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         for column in examples[0].keys() - {"input_ids"}:
             batch[column] = [example[column] for example in examples]

@@ -8,11 +8,10 @@ from typing import Any
 
 import torch
 from torchmetrics import MeanMetric
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from lightning_ft.data.preference import PreferenceData
 from lightning_ft.data.preference_formats import PreferenceFormat
-from lightning_ft.model.export import read_manifest
+from lightning_ft.model.reward_model import load_reward_model
 
 
 @torch.no_grad()
@@ -50,20 +49,13 @@ def score_pairs(
     """
     if format == "kto":
         raise ValueError("score_pairs scores preference pairs; the kto format holds unpaired examples")
-    manifest = read_manifest(model) or {}
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    network = AutoModelForSequenceClassification.from_pretrained(model).eval()
-    network.config.pad_token_id = tokenizer.pad_token_id
+    network, tokenizer, max_length, add_special_tokens = load_reward_model(model, max_length, add_special_tokens)
     pairs = PreferenceData(
         data,
         format=format,
         fields=fields,
-        max_length=max_length or manifest.get("max_length") or min(1024, tokenizer.model_max_length),
-        add_special_tokens=manifest.get("add_special_tokens", False)
-        if add_special_tokens is None
-        else add_special_tokens,
+        max_length=max_length,
+        add_special_tokens=add_special_tokens,
         eval_batch_size=batch_size,
         tokenizer=tokenizer,
     )

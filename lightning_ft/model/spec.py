@@ -1,4 +1,4 @@
-"""`ModelSpec`: where a causal LM and its tokenizer come from, and how to load them."""
+"""`ModelSpec`: where a model and its tokenizer (or processor) come from, and how to load them."""
 
 from __future__ import annotations
 
@@ -9,10 +9,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoProcessor,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    PreTrainedModel,
+    ProcessorMixin,
+)
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from lightning_ft.model.chat_templates import resolve_chat_template
+from lightning_ft.model.vision import PROJECTOR_NAMES, VISION_TOWER_NAMES
 
 try:  # transformers versions that can keep GGUF weights packed; older ones always dequantize on load
     from transformers import GgufConfig
@@ -70,6 +78,17 @@ class ModelSpec:
         changed.dtype = dtype or self.dtype
         return changed
 
+    def keep_vision_unquantized(self) -> ModelSpec:
+        """QLoRA of a vision-language model quantizes the language model only: a copy whose quantization skips the
+        vision tower and projector (which may train, and whose small layers gain little) and the output head, unless
+        the config already lists what to skip. ``self`` when it has no quantization."""
+        quantization = self.quantization
+        if quantization is None or quantization.llm_int8_skip_modules is not None:
+            return self
+        # transformers matches these as regexes from the start of a module's name, up to a module boundary
+        skipped = [f".*{name}" for name in (*VISION_TOWER_NAMES, *PROJECTOR_NAMES)]
+        return self.with_quantization(llm_int8_skip_modules=[*skipped, "lm_head"])
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able description from which the same base model can be loaded again (written beside exports)."""
         return {
@@ -99,6 +118,22 @@ class ModelSpec:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         return tokenizer
+
+    def load_processor(self, tokenizer: PreTrainedTokenizerBase) -> ProcessorMixin:
+        """The model's processor (vision-language models), holding ``tokenizer``: the one `load_tokenizer` prepared
+        (chat template, pad token).
+
+        Raises:
+            ValueError: The model has no image processor.
+        """
+        source = self.tokenizer_path or self.path
+        processor = AutoProcessor.from_pretrained(
+            source, revision=self.revision, trust_remote_code=self.trust_remote_code
+        )
+        if not isinstance(processor, ProcessorMixin) or not hasattr(processor, "image_processor"):
+            raise ValueError(f"{source} has no image processor (AutoProcessor gave {type(processor).__name__})")
+        processor.tokenizer = tokenizer
+        return processor
 
     def load_model(self, auto_class: type = AutoModelForCausalLM, **model_kwargs: Any) -> PreTrainedModel:
         """Load the model with the requested dtype, attention and quantization: a causal LM, or the class that

@@ -31,10 +31,34 @@ def build_trainable_model(
         raise ValueError(
             "Set either an adapter (peft) or a freeze policy, not both: an adapter already freezes the base."
         )
+    model = load_for_training(spec, adapter is not None, gradient_checkpointing, auto_class, **model_kwargs)
+    if isinstance(adapter, BottleneckConfig):
+        return adapter.attach(model)
+    if adapter is not None:
+        return get_peft_model(model, adapter)
+    if freeze is not None:
+        freeze.apply(model)
+    return model
+
+
+def load_for_training(
+    spec: ModelSpec,
+    with_adapter: bool,
+    gradient_checkpointing: bool = False,
+    auto_class: type = AutoModelForCausalLM,
+    **model_kwargs: Any,
+) -> nn.Module:
+    """Load the model (``auto_class``) ready for training, before any adapter: no generation cache, and k-bit
+    weights prepared for QLoRA (``prepare_model_for_kbit_training``) unless stored in a float dtype for sharding;
+    gradient checkpointing when asked.
+
+    Raises:
+        ValueError: The weights are k-bit quantized and no adapter (``with_adapter``) will train in their place.
+    """
     model = spec.load_model(auto_class, **model_kwargs)
     model.config.use_cache = False
     checkpointing_kwargs = {"use_reentrant": False}
-    if is_quantized(model) and adapter is None:
+    if is_quantized(model) and not with_adapter:
         raise ValueError("k-bit quantized weights cannot be trained directly: add an adapter (QLoRA).")
     if is_quantized(model) and not has_float_quant_storage(spec):
         # Not when sharding (float storage): its upcast of the other weights to float32 would mix dtypes in a layer.
@@ -45,12 +69,6 @@ def build_trainable_model(
         )
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing_kwargs)
-    if isinstance(adapter, BottleneckConfig):
-        return adapter.attach(model)
-    if adapter is not None:
-        return get_peft_model(model, adapter)
-    if freeze is not None:
-        freeze.apply(model)
     return model
 
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from lightning_ft.data.collate import pad_sequences
 from lightning_ft.data.formats import Message
 from lightning_ft.data.preference_tokenize import PreferenceTokenizer
 from lightning_ft.model.chat_templates import resolve_chat_template
-from lightning_ft.model.export import read_manifest
+from lightning_ft.model.reward_model import load_reward_model
 
 
 class RewardModelScorer(nn.Module):
@@ -32,25 +32,12 @@ class RewardModelScorer(nn.Module):
 
     def __init__(self, path: str | Path, batch_size: int = 16, max_length: int | None = None) -> None:
         super().__init__()
-        manifest = read_manifest(path) or {}
-        if manifest.get("task", "reward") != "reward":
-            raise ValueError(f"{path} is a {manifest['task']!r} export, not a reward model")
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        self.model, tokenizer, max_length, add_special_tokens = load_reward_model(path, max_length)
         if tokenizer.chat_template is None:
             tokenizer.chat_template = resolve_chat_template("plain")
-        self.model = AutoModelForSequenceClassification.from_pretrained(path).eval().requires_grad_(False)
-        if self.model.config.num_labels != 1:
-            raise ValueError(f"{path} has {self.model.config.num_labels} outputs; a reward model has one")
-        self.model.config.pad_token_id = tokenizer.pad_token_id
         self.pad_token_id = tokenizer.pad_token_id
         self.batch_size = batch_size
-        self.encoder = PreferenceTokenizer(
-            tokenizer,
-            max_length or manifest.get("max_length") or min(1024, tokenizer.model_max_length),
-            add_special_tokens=manifest.get("add_special_tokens", False),
-        )
+        self.encoder = PreferenceTokenizer(tokenizer, max_length, add_special_tokens=add_special_tokens)
         self.path = str(path)
 
     @torch.no_grad()
@@ -81,10 +68,5 @@ class RewardModelScorer(nn.Module):
     def pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right padding, as in reward-model training."""
         device = next(self.model.parameters()).device
-        length = max(len(row) for row in rows)
-        input_ids = torch.full((len(rows), length), self.pad_token_id, dtype=torch.long, device=device)
-        attention_mask = torch.zeros((len(rows), length), dtype=torch.long, device=device)
-        for i, row in enumerate(rows):
-            input_ids[i, : len(row)] = torch.tensor(row, device=device)
-            attention_mask[i, : len(row)] = 1
-        return input_ids, attention_mask
+        input_ids, attention_mask = pad_sequences(rows, self.pad_token_id, side="right")
+        return input_ids.to(device), attention_mask.to(device)
