@@ -23,6 +23,7 @@ from lightning_ft.callbacks import (
     TokenThroughputMonitor,
 )
 from lightning_ft.callbacks.resume import RunLocation, resolve_resume, run_location
+from lightning_ft.compat import cli_config_value
 from lightning_ft.data.multimodal import open_image
 from lightning_ft.eval.reward import score_pairs
 from lightning_ft.model.export import load_export, merge_export
@@ -55,7 +56,7 @@ class FineTuneCLI(LightningCLI):
         return parser
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
-        trainer_config = self._get(self.config_init, "trainer", default={})
+        trainer_config = cli_config_value(self, self.config_init, "trainer", default={})
         # Our default progress bar must not clash with `--trainer.enable_progress_bar false`.
         if trainer_config.get("enable_progress_bar") is False:
             callbacks = self.trainer_defaults.get("callbacks", [])
@@ -73,7 +74,7 @@ class FineTuneCLI(LightningCLI):
         arguments = self.config_init.get(str(self.subcommand))
         if arguments is None or "ckpt_path" not in arguments:
             return None
-        checkpoint = self._get(self.config_init, "checkpoint")
+        checkpoint = cli_config_value(self, self.config_init, "checkpoint")
         directories = [Path(checkpoint.dirpath)] if getattr(checkpoint, "dirpath", None) else []
         root = trainer_config.get("default_root_dir") or os.getcwd()
         resolved = resolve_resume(

@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
@@ -18,12 +17,13 @@ from transformers import get_scheduler
 from lightning_ft.algorithms.faults import (
     NON_FINITE_ADVICE,
     NonFiniteAction,
-    OutOfMemoryAdvice,
     drop_gradients,
     gradients_are_finite,
     non_finite_message,
 )
+from lightning_ft.callbacks.memory import OutOfMemoryAdvice
 from lightning_ft.callbacks.resume import ResumeDataPosition
+from lightning_ft.compat import attached_trainer, collect_rng_states, set_rng_states
 from lightning_ft.model.compile import compile_decoder_layers
 from lightning_ft.model.export import save_export
 from lightning_ft.model.freeze import FreezePolicy
@@ -95,7 +95,7 @@ class FineTuneModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.model is not None:
             return
-        if self._trainer is not None:
+        if attached_trainer(self) is not None:
             self.model_spec = self.spec_for_strategy(self.model_spec)
         self.model = self.build_model()
         self.model.train()  # from_pretrained returns eval mode; dropout must be live while training
@@ -175,7 +175,7 @@ class FineTuneModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "rng_states" in checkpoint:
-            _set_rng_states(checkpoint["rng_states"])  # numpy takes its key as a list too
+            set_rng_states(checkpoint["rng_states"])  # numpy takes its key as a list too
         if self.model is None:
             return
         missing = self._trainable_state_keys() - set(checkpoint["state_dict"])
@@ -188,7 +188,7 @@ class FineTuneModule(L.LightningModule):
 
 def rng_states() -> dict[str, Any]:
     """Lightning's RNG states (torch, CUDA, numpy, python) in types a ``weights_only`` checkpoint load accepts."""
-    states = _collect_rng_states()
+    states = collect_rng_states()
     kind, key, position, has_gauss, cached_gaussian = states["numpy"]
     states["numpy"] = (kind, [int(word) for word in key], int(position), int(has_gauss), float(cached_gaussian))
     return states

@@ -1,24 +1,14 @@
-"""What a run does when a step goes wrong: non-finite gradients stop the run or skip the step, naming the step;
-running out of memory names the knobs that lower memory."""
+"""What a run does when a step's gradients are not finite: stop the run or skip the step, naming the step (running
+out of memory is `lightning_ft.callbacks.OutOfMemoryAdvice`)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim import Optimizer
 
 NonFiniteAction = Literal["stop", "skip"]
-
-MEMORY_KNOBS = (
-    "Out of memory. Knobs that lower memory, roughly in order of cost: a smaller micro-batch (data.batch_size, with "
-    "trainer.accumulate_grad_batches to keep the global batch), a shorter data.max_length, "
-    "model.gradient_checkpointing: true, LoRA (model.peft) instead of full fine-tuning, QLoRA "
-    "(model.model.quantization: nf4), bf16 (trainer.precision: bf16-mixed or bf16-true), and sharding or offload "
-    "(--config configs/strategies/fsdp.yaml, fsdp_offload.yaml, deepspeed_zero3_offload.yaml)."
-)
 
 
 def gradients_are_finite(optimizer: Optimizer) -> bool:
@@ -46,14 +36,7 @@ def non_finite_message(step: int, epoch: int, loss: torch.Tensor | None) -> str:
 
 
 NON_FINITE_ADVICE = (
-    "Lower the learning rate or warm up longer, clip gradients (trainer.gradient_clip_val), look at this step's "
-    "batch, prefer bf16 to fp16, or set model.on_non_finite: skip to skip such steps."
+    "Lower the learning rate or warm up longer, clip gradients (`trainer.gradient_clip_val: 1.0`), look at this "
+    "step's batch, prefer bf16 to fp16 (`trainer.precision: bf16-mixed`), or skip such steps "
+    "(`model.on_non_finite: skip`)."
 )
-
-
-class OutOfMemoryAdvice(L.Callback):
-    """When a run dies of running out of memory, say which settings lower memory."""
-
-    def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, torch.OutOfMemoryError):
-            rank_zero_warn(MEMORY_KNOBS)

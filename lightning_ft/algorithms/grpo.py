@@ -9,6 +9,7 @@ import torch
 
 from lightning_ft.algorithms.online import Completions, OnlinePolicy
 from lightning_ft.algorithms.reference import reference_policy
+from lightning_ft.compat import attached_trainer
 from lightning_ft.losses.rl import GroupBaseline, clipped_policy_loss, group_advantages, kl_k3, masked_mean
 from lightning_ft.model.spec import ModelSpec
 
@@ -112,7 +113,8 @@ class GRPO(OnlinePolicy):
         if self.loss_aggregation == "sequence":
             return masked_mean(losses, mask, dim=1).mean()
         if self.loss_aggregation == "token":  # DAPO: over the tokens of every rank's rollout
-            world_size = self.trainer.world_size if self._trainer is not None else 1
+            trainer = attached_trainer(self)
+            world_size = trainer.world_size if trainer is not None else 1
             tokens = mask.sum().float()
             if world_size > 1:
                 tokens = self.trainer.strategy.reduce(tokens, reduce_op="sum") / world_size

@@ -14,6 +14,7 @@ from torchmetrics import MeanMetric
 from transformers import AutoModelForSequenceClassification
 
 from lightning_ft.algorithms.base import FineTuneModule, reset_metrics
+from lightning_ft.compat import attached_trainer
 from lightning_ft.losses.preference import bradley_terry_loss
 from lightning_ft.model.export import save_export
 from lightning_ft.model.heads import unwrap
@@ -106,7 +107,7 @@ class RewardModel(FineTuneModule):
         model = self.model
         if isinstance(model, PeftModel):
             model = copy.deepcopy(model).merge_and_unload()
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = getattr(attached_trainer(self), "datamodule", None)
         details = {"task": "reward"}
         if datamodule is not None and hasattr(datamodule, "add_special_tokens"):
             details.update(add_special_tokens=datamodule.add_special_tokens, max_length=datamodule.max_length)

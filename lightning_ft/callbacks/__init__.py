@@ -1,7 +1,16 @@
-"""Lightning callbacks: atomic checkpoints, Hugging Face export, token throughput."""
+"""Lightning callbacks: atomic checkpoints, Hugging Face export, token throughput, resume, out-of-memory advice."""
 
 from lightning_ft.callbacks.checkpoint import AtomicModelCheckpoint
 from lightning_ft.callbacks.export import HuggingFaceExport
+from lightning_ft.callbacks.memory import OutOfMemoryAdvice
+from lightning_ft.callbacks.resume import ResumeDataPosition
 from lightning_ft.callbacks.throughput import TokenRateProgressBar, TokenThroughputMonitor
 
-__all__ = ["AtomicModelCheckpoint", "HuggingFaceExport", "TokenRateProgressBar", "TokenThroughputMonitor"]
+__all__ = [
+    "AtomicModelCheckpoint",
+    "HuggingFaceExport",
+    "OutOfMemoryAdvice",
+    "ResumeDataPosition",
+    "TokenRateProgressBar",
+    "TokenThroughputMonitor",
+]

@@ -11,6 +11,8 @@ from weakref import proxy
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from lightning_ft.compat import mark_checkpoint_saved
+
 
 class AtomicModelCheckpoint(ModelCheckpoint):
     """Lightning's `ModelCheckpoint`, writing each checkpoint (``last.ckpt`` included) under a temporary name beside
@@ -33,8 +35,7 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             move_into_place(staging, Path(filepath))
         trainer.strategy.barrier("atomic_checkpoint_in_place")
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
+        mark_checkpoint_saved(self, trainer, filepath)
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.after_save_checkpoint(proxy(self))

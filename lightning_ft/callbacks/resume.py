@@ -18,6 +18,8 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from lightning_ft.compat import apply_pending_loader_states
+
 LAST_NAME = re.compile(r"^last(-v?\d+)?\.ckpt$")  # last.ckpt, and the last-v1.ckpt Lightning writes beside one
 HPC_NAME = re.compile(r"^hpc_ckpt_\d+\.ckpt$")
 
@@ -83,14 +85,8 @@ class ResumeDataPosition(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.ckpt_path:
             return
+        apply_pending_loader_states(trainer)
         fit_loop = trainer.fit_loop
-        pending = getattr(fit_loop, "_combined_loader_states_to_load", None)
-        combined_loader = getattr(fit_loop, "_combined_loader", None)
-        data_fetcher = getattr(fit_loop, "_data_fetcher", None)
-        if pending and fit_loop.restarting and combined_loader is not None and data_fetcher is not None:
-            combined_loader._load_state_dicts(pending)
-            fit_loop._combined_loader_states_to_load = []
-            iter(data_fetcher)  # a new iterator starts from the loaded position (the old one prefetched from 0)
         batches = fit_loop.epoch_loop.batch_progress.current.processed
         rank_zero_info(
             f"Resumed from {trainer.ckpt_path} at step {trainer.global_step} "

@@ -7,6 +7,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar, ThroughputMonitor
 
+from lightning_ft.compat import throughputs
+
 
 def batch_size(batch: dict[str, Any]) -> int:
     return int(batch["input_ids"].shape[0])
@@ -30,8 +32,8 @@ class TokenThroughputMonitor(ThroughputMonitor):
     def _compute(self, trainer: L.Trainer, iter_num: int | None = None) -> None:
         super()._compute(trainer, iter_num)
         stage = trainer.state.stage
-        if stage is not None and stage in self._throughputs:
-            rate = self._throughputs[stage].compute().get("device/items_per_sec")
+        if stage is not None and stage in throughputs(self):
+            rate = throughputs(self)[stage].compute().get("device/items_per_sec")
             if rate is not None:
                 self.tokens_per_sec = float(rate)
 

@@ -9,6 +9,8 @@ from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 from torch.distributed.fsdp.wrap import CustomPolicy, ModuleWrapPolicy
 
+from lightning_ft.compat import fsdp_activation_checkpointing, set_fsdp_activation_checkpointing
+
 
 class DecoderLayerFSDP(FSDPStrategy):
     """FSDP that shards (and optionally activation-checkpoints) each decoder layer of whatever model was loaded.
@@ -36,8 +38,8 @@ class DecoderLayerFSDP(FSDPStrategy):
         odd = odd_dtype_modules(model)
         wrap = ModuleWrapPolicy(layers) if not odd else CustomPolicy(lambda m: isinstance(m, tuple(layers)) or m in odd)
         self.kwargs.setdefault("auto_wrap_policy", wrap)
-        if self.checkpoint_decoder_layers and not self._activation_checkpointing_kwargs:
-            self._activation_checkpointing_kwargs = {"auto_wrap_policy": ModuleWrapPolicy(layers)}
+        if self.checkpoint_decoder_layers and not fsdp_activation_checkpointing(self):
+            set_fsdp_activation_checkpointing(self, {"auto_wrap_policy": ModuleWrapPolicy(layers)})
 
 
 def odd_dtype_modules(model: nn.Module) -> set[nn.Module]:
