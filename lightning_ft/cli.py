@@ -27,7 +27,7 @@ from lightning_ft.compat import cli_config_value
 from lightning_ft.data.multimodal import open_image
 from lightning_ft.eval.reward import score_pairs
 from lightning_ft.model.export import load_export, merge_export
-from lightning_ft.model.generation import generate_reply
+from lightning_ft.model.generation import Conversation, chat_loop
 from lightning_ft.model.llava import assemble_llava
 from lightning_ft.model.spec import DTypeName
 from lightning_ft.model.trainable import known_adapter_configs
@@ -147,36 +147,12 @@ def chat(
         dtype: Dtype to load the weights in.
     """
     network, tokenizer = load_export(model, dtype=dtype)
-    opening = [{"role": "system", "content": system}] if system else []
     images = [open_image(Path(image), "--image")] if image else []
-    image_token = getattr(tokenizer, "image_token", "<image>")
-
-    def with_image(text: str) -> str:
-        if not images:
-            return text
-        return text.replace("<image>", image_token) if "<image>" in text else f"{image_token}{text}"
-
-    def reply(messages: list[dict[str, str]]) -> str:
-        return generate_reply(
-            network, tokenizer, messages, max_new_tokens=max_new_tokens, temperature=temperature, images=images
-        )
-
+    conversation = Conversation(network, tokenizer, system, images, max_new_tokens, temperature)
     if prompt:
-        print(reply([*opening, {"role": "user", "content": with_image(prompt)}]))
-        return
-    history = list(opening)
-    print("Chat with the model; an empty line or Ctrl-D ends.")
-    while True:
-        try:
-            text = input("user: ").strip()
-        except EOFError:
-            break
-        if not text:
-            break
-        history.append({"role": "user", "content": with_image(text) if len(history) == len(opening) else text})
-        answer = reply(history)
-        history.append({"role": "assistant", "content": answer})
-        print(f"assistant: {answer}")
+        print(conversation.ask(prompt))
+    else:
+        chat_loop(conversation)
 
 
 EXTRA_COMMANDS = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -77,3 +77,66 @@ def generate_reply(
         **sampling,
     )
     return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+
+class Conversation:
+    """A chat with a model, turn by turn, rendered with its training chat template: the history so far, and the
+    images its first user turn is about (a vision-language model's processor places them where ``<image>`` stands
+    in that turn, or first).
+
+    Args:
+        model: The model (an export loaded by `load_export`).
+        tokenizer: Its tokenizer or processor.
+        system: System message.
+        images: Images of the first user turn.
+        max_new_tokens: Longest reply.
+        temperature: 0 decodes greedily; above 0 samples.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: PreTrainedTokenizerBase | ProcessorMixin,
+        system: str | None = None,
+        images: list[Image.Image] | None = None,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.images = list(images or [])
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+        self.image_token = getattr(tokenizer, "image_token", "<image>")
+
+    def ask(self, text: str) -> str:
+        """Add a user turn, generate the assistant's reply, add it, and return it."""
+        first_turn = not any(message["role"] == "user" for message in self.messages)
+        content = self._with_images(text) if first_turn and self.images else text
+        self.messages.append({"role": "user", "content": content})
+        reply = generate_reply(
+            self.model, self.tokenizer, self.messages, self.max_new_tokens, self.temperature, self.images
+        )
+        self.messages.append({"role": "assistant", "content": reply})
+        return reply
+
+    def _with_images(self, text: str) -> str:
+        if "<image>" in text:
+            return text.replace("<image>", self.image_token)
+        return self.image_token * len(self.images) + text
+
+
+def chat_loop(
+    conversation: Conversation, read: Callable[[str], str] = input, write: Callable[[str], Any] = print
+) -> None:
+    """An interactive chat: read a user turn, write the reply, until an empty line or the end of input."""
+    write("Chat with the model; an empty line or Ctrl-D ends.")
+    while True:
+        try:
+            text = read("user: ").strip()
+        except EOFError:
+            break
+        if not text:
+            break
+        write(f"assistant: {conversation.ask(text)}")
