@@ -31,6 +31,7 @@ from lightning_ft.model.precision import slow_bf16_warning
 from lightning_ft.model.sharding import shardable_spec, sharded_param_dtype
 from lightning_ft.model.spec import ModelSpec
 from lightning_ft.model.trainable import AdapterConfig, build_trainable_model, count_parameters
+from lightning_ft.options import check_option
 
 ScheduleName = Literal["cosine", "linear", "constant"]
 
@@ -70,8 +71,7 @@ class FineTuneModule(L.LightningModule):
         on_non_finite: NonFiniteAction = "stop",
     ) -> None:
         super().__init__()
-        if on_non_finite not in ("stop", "skip"):
-            raise ValueError(f"Unknown on_non_finite {on_non_finite!r}; valid: stop, skip")
+        check_option("on_non_finite", on_non_finite, NonFiniteAction)
         if warmup_steps and warmup_ratio:
             raise ValueError("Set warmup_steps or warmup_ratio, not both.")
         self.model_spec = model

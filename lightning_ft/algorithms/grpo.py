@@ -12,6 +12,7 @@ from lightning_ft.algorithms.reference import reference_policy
 from lightning_ft.compat import attached_trainer
 from lightning_ft.losses.rl import GroupBaseline, clipped_policy_loss, group_advantages, kl_k3, masked_mean
 from lightning_ft.model.spec import ModelSpec
+from lightning_ft.options import check_option
 
 LossAggregation = Literal["sequence", "token", "constant"]
 
@@ -56,8 +57,8 @@ class GRPO(OnlinePolicy):
         super().__init__(model, reward_funcs, **kwargs)
         if num_generations < 2:
             raise ValueError(f"num_generations must be at least 2 (a group to compare with), got {num_generations}")
-        if loss_aggregation not in ("sequence", "token", "constant"):
-            raise ValueError(f"Unknown loss_aggregation {loss_aggregation!r}; valid: sequence, token, constant")
+        check_option("loss_aggregation", loss_aggregation, LossAggregation)
+        check_option("baseline", baseline, GroupBaseline)
         self.num_generations = num_generations
         self.beta = beta
         self.clip_range = clip_range

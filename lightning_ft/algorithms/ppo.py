@@ -27,6 +27,7 @@ from lightning_ft.model.generation import stop_token_ids
 from lightning_ft.model.heads import unwrap
 from lightning_ft.model.spec import ModelSpec
 from lightning_ft.model.trainable import build_trainable_model
+from lightning_ft.options import check_option
 
 Critic = Literal["shared", "separate"]
 KLEstimator = Literal["k1", "k3"]
@@ -114,10 +115,8 @@ class PPO(OnlinePolicy):
         **kwargs: Any,
     ) -> None:
         super().__init__(model, reward_funcs, **kwargs)
-        if critic not in ("shared", "separate"):
-            raise ValueError(f"Unknown critic {critic!r}; valid: shared, separate")
-        if kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"Unknown kl_estimator {kl_estimator!r}; valid: {', '.join(KL_ESTIMATORS)}")
+        check_option("critic", critic, Critic)
+        check_option("kl_estimator", kl_estimator, KL_ESTIMATORS)
         if target_kl is not None and (target_kl <= 0 or kl_coef <= 0):
             raise ValueError("An adaptive KL controller (target_kl) needs target_kl > 0 and an initial kl_coef > 0")
         if ppo_epochs < 1 or num_minibatches < 1:

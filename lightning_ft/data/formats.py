@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from lightning_ft.data.sources import DataError
+from lightning_ft.options import check_keys, check_option
 
 Message = dict[str, str]
 InstructionFormat = Literal["alpaca", "dolly"]
@@ -35,12 +36,9 @@ ROLE_ALIASES = {
 def field_names(
     defaults: dict[str, dict[str, str]], format: str, overrides: Mapping[str, str] | None
 ) -> dict[str, str]:
-    if format not in defaults:
-        raise ValueError(f"Unknown format {format!r}; valid formats: {sorted(defaults)}")
+    check_option("format", format, defaults)
     fields = dict(defaults[format])
-    unknown = set(overrides or {}) - set(fields)
-    if unknown:
-        raise ValueError(f"Unknown field keys {sorted(unknown)} for format {format!r}; valid keys: {sorted(fields)}")
+    check_keys(f"field keys for format {format!r}", overrides or {}, fields)
     fields.update(overrides or {})
     return fields
 

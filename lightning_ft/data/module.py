@@ -26,6 +26,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from lightning_ft.data.sampling import SeededRandomSampler
 from lightning_ft.data.sources import DataError, load_records
 from lightning_ft.data.tokenize import DROPPED, Overlong
+from lightning_ft.options import check_option
 
 TOKENIZATION_VERSION = "5"  # bump whenever tokenized rows change: old caches must not be reused
 RecordTokenizer = Callable[[Mapping[str, Any], str], dict[str, Any]]
@@ -76,8 +77,7 @@ class TokenizedData(L.LightningDataModule):
             raise ValueError("Give either `val` (a file) or `val_fraction`, not both.")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        if overlong not in ("truncate", "drop"):
-            raise ValueError(f"Unknown overlong policy {overlong!r}; valid: truncate, drop")
+        check_option("overlong policy", overlong, Overlong)
         self.train = train
         self.val = val
         self.val_fraction = val_fraction

@@ -25,6 +25,7 @@ from lightning_ft.data.module import RecordTokenizer
 from lightning_ft.data.sft import SFTData
 from lightning_ft.data.sources import DataError
 from lightning_ft.data.tokenize import DROPPED, IGNORE_INDEX, ConversationTokenizer, Status
+from lightning_ft.options import check_option
 
 MultimodalFormat = Literal["llava", "messages"]
 ImageOverflow = Literal["drop", "error"]
@@ -64,8 +65,7 @@ class MultimodalData(SFTData):
     ) -> None:
         if packing:
             raise ValueError("MultimodalData batches padded conversations: packing is not supported with images")
-        if image_overflow not in ("drop", "error"):
-            raise ValueError(f"Unknown image_overflow {image_overflow!r}; valid: drop, error")
+        check_option("image_overflow", image_overflow, ImageOverflow)
         super().__init__(train, packing=False, **kwargs)
         self.format = format
         self.fields = field_names(MULTIMODAL_FIELDS, format, fields)

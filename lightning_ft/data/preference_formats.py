@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from lightning_ft.data.formats import Message, turn_to_message
 from lightning_ft.data.sources import DataError
+from lightning_ft.options import check_option
 
 PreferenceFormat = Literal["pairs", "hh_rlhf", "sharegpt", "kto"]
 PREFERENCE_FIELDS: dict[str, dict[str, str]] = {
@@ -54,19 +55,18 @@ def record_to_preference(
     """One record in ``format`` (field names from ``fields``) -> canonical pair or unpaired example."""
     if not isinstance(record, Mapping):
         raise DataError(f"{where}: expected an object, got {type(record).__name__}")
+    check_option("preference format", format, PREFERENCE_FIELDS)
     system = record.get(fields["system"])
     if format == "kto":
         example = kto_example(record, fields, where)
         return UnpairedExample(with_system(example.prompt, system, where), example.completion, example.desirable)
     if format == "hh_rlhf":
         pair = hh_rlhf_pair(record, fields, where)
-    elif format in ("pairs", "sharegpt"):
+    else:  # pairs, sharegpt
         prompt = messages_of(required(record, fields["prompt"], where), fields["prompt"], where, default_role="user")
         chosen = response_of(record, fields["chosen"], prompt, where)
         rejected = response_of(record, fields["rejected"], prompt, where)
         pair = PreferencePair(prompt, chosen, rejected)
-    else:
-        raise ValueError(f"Unknown preference format {format!r}; valid formats: {sorted(PREFERENCE_FIELDS)}")
     if pair.chosen == pair.rejected:
         raise IdenticalPair(f"{where}: chosen and rejected are identical")
     if not pair.prompt or pair.prompt[-1]["role"] != "user":

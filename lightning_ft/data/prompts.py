@@ -13,6 +13,7 @@ from lightning_ft.data.collate import pad_sequences
 from lightning_ft.data.module import RecordTokenizer, TokenizedData
 from lightning_ft.data.preference_formats import messages_of, required, with_system
 from lightning_ft.data.sources import DataError
+from lightning_ft.options import check_keys
 
 PROMPT_FIELDS = {"prompt": "prompt", "system": "system"}
 TOKEN_COLUMNS = ("input_ids", "prompt_text", "prompt_messages", "status", "record")
@@ -37,9 +38,7 @@ class PromptData(TokenizedData):
 
     def __init__(self, train: str, fields: dict[str, str] | None = None, **kwargs: Any) -> None:
         super().__init__(train, **kwargs)
-        unknown = set(fields or {}) - set(PROMPT_FIELDS)
-        if unknown:
-            raise ValueError(f"Unknown field keys {sorted(unknown)}; valid keys: {sorted(PROMPT_FIELDS)}")
+        check_keys("field keys", fields or {}, PROMPT_FIELDS)
         self.fields = {**PROMPT_FIELDS, **(fields or {})}
 
     def token_options(self) -> dict[str, Any]:

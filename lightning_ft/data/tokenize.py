@@ -14,6 +14,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from lightning_ft.data.formats import Message
 from lightning_ft.data.sources import DataError
+from lightning_ft.options import check_option
 
 IGNORE_INDEX = -100
 TrainOn = Literal["assistant", "last_assistant", "all"]
@@ -49,10 +50,8 @@ class ConversationTokenizer:
     ) -> None:
         if not tokenizer.is_fast:
             raise ValueError("Label masks need character offsets: use a fast tokenizer (tokenizers-backed).")
-        if train_on not in ("assistant", "last_assistant", "all"):
-            raise ValueError(f"Unknown train_on {train_on!r}; valid: assistant, last_assistant, all")
-        if overlong not in ("truncate", "drop"):
-            raise ValueError(f"Unknown overlong policy {overlong!r}; valid: truncate, drop")
+        check_option("train_on", train_on, TrainOn)
+        check_option("overlong policy", overlong, Overlong)
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.train_on = train_on
