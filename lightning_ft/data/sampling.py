@@ -5,12 +5,45 @@ order (`SeededRandomSampler`) and length-grouped batches for padded data (`Lengt
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence, Sized
+from typing import Generic, TypeVar
 
 import torch
 from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler, Sampler
 
+Item = TypeVar("Item")
 
-class SeededRandomSampler(RandomSampler):
+
+class EpochPosition(Generic[Item]):
+    """The checkpointed position of a sampler whose order is a function of the epoch: the epoch of the next
+    iteration, and how many items of the current one were handed out (``state_dict``); a loaded state resumes that
+    epoch's order after those items."""
+
+    def __init__(self) -> None:
+        self.epoch = 0  # of the next iteration
+        self._yielded = 0  # items of the current iteration handed out
+        self._skip = 0  # items to pass over after load_state_dict
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, int]:
+        if self._yielded == 0 or self._yielded >= len(self):
+            return {"epoch": self.epoch, "yielded": 0}
+        return {"epoch": self.epoch - 1, "yielded": self._yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self._skip, self._yielded = state["epoch"], state["yielded"], 0
+
+    def resume(self, order: list[Item]) -> Iterator[Item]:
+        """Hand out this epoch's ``order`` (past the skipped items after a load), counting the position."""
+        self.epoch += 1
+        skip, self._skip, self._yielded = self._skip, 0, 0
+        for position in range(skip, len(order)):
+            self._yielded = position + 1
+            yield order[position]
+
+
+class SeededRandomSampler(EpochPosition[int], RandomSampler):
     """A new shuffled order each epoch: epoch ``e`` is ``torch.randperm`` under the seed ``seed + e`` (epoch 0 is the
     order a loader with a generator seeded ``seed`` draws first). Stateful (epoch and examples yielded).
 
@@ -24,33 +57,21 @@ class SeededRandomSampler(RandomSampler):
     """
 
     def __init__(self, data_source: Sized, seed: int = 0) -> None:
-        super().__init__(data_source)
+        RandomSampler.__init__(self, data_source)
+        EpochPosition.__init__(self)
         self.seed = seed
-        self.epoch = 0  # of the next iteration
-        self._yielded = 0  # examples of the current iteration handed out
-        self._skip = 0  # examples to pass over after load_state_dict
 
-    def state_dict(self) -> dict[str, int]:
-        if self._yielded == 0 or self._yielded >= len(self):
-            return {"epoch": self.epoch, "yielded": 0}
-        return {"epoch": self.epoch - 1, "yielded": self._yielded}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self._skip, self._yielded = state["epoch"], state["yielded"], 0
+    def __len__(self) -> int:
+        return RandomSampler.__len__(self)
 
     def order(self, epoch: int) -> list[int]:
         return torch.randperm(len(self), generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
 
     def __iter__(self) -> Iterator[int]:
-        order = self.order(self.epoch)
-        self.epoch += 1
-        skip, self._skip, self._yielded = self._skip, 0, 0
-        for position in range(skip, len(order)):
-            self._yielded = position + 1
-            yield order[position]
+        return self.resume(self.order(self.epoch))
 
 
-class LengthGroupedBatchSampler(BatchSampler):
+class LengthGroupedBatchSampler(EpochPosition[list[int]], BatchSampler):
     """Shuffles, cuts the order into mega-batches of ``mega_batch_factor * batch_size`` examples, sorts each
     mega-batch by length (longest first) and yields its batches in a shuffled order. Seeded; a new order each epoch.
     Stateful (epoch and batches yielded), so a resumed run continues mid-epoch with the same order.
@@ -86,21 +107,11 @@ class LengthGroupedBatchSampler(BatchSampler):
         is_shard = isinstance(sampler, DistributedSampler)
         self.num_replicas = sampler.num_replicas if is_shard else 1
         self.rank = sampler.rank if is_shard else 0
-        self.epoch = 0  # of the next iteration
-        self._yielded = 0  # batches of the current iteration handed out
-        self._skip = 0  # batches to pass over after load_state_dict
+        EpochPosition.__init__(self)
 
     def __len__(self) -> int:
         per_rank = -(-len(self.lengths) // self.num_replicas)
         return -(-per_rank // self.batch_size)
-
-    def state_dict(self) -> dict[str, int]:
-        if self._yielded == 0 or self._yielded >= len(self):
-            return {"epoch": self.epoch, "yielded": 0}
-        return {"epoch": self.epoch - 1, "yielded": self._yielded}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self._skip, self._yielded = state["epoch"], state["yielded"], 0
 
     def steps(self, epoch: int) -> list[list[list[int]]]:
         """The batches of ``epoch``: for each step, one per rank."""
@@ -121,9 +132,4 @@ class LengthGroupedBatchSampler(BatchSampler):
         return steps
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = [step[self.rank] for step in self.steps(self.epoch)]
-        self.epoch += 1
-        skip, self._skip, self._yielded = self._skip, 0, 0
-        for position in range(skip, len(batches)):
-            self._yielded = position + 1
-            yield batches[position]
+        return self.resume([step[self.rank] for step in self.steps(self.epoch)])
