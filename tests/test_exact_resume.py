@@ -4,8 +4,6 @@ all continue where they were."""
 
 from __future__ import annotations
 
-import json
-
 import lightning as L
 import pytest
 import torch
@@ -13,7 +11,7 @@ import torch
 from lightning_ft.algorithms import SFT
 from lightning_ft.data import InstructionData
 from lightning_ft.model.spec import ModelSpec
-from tests.helpers import adamw, quiet_trainer
+from tests.helpers import adamw, quiet_trainer, write_jsonl
 
 RECORDS = [
     {"instruction": f"Say {word} {i} times.", "output": f"{word} " * (i % 5 + 1)}
@@ -26,9 +24,7 @@ STOP_AT = 7
 
 
 def data_file(tmp_path) -> str:
-    path = tmp_path / "train.jsonl"
-    path.write_text("".join(json.dumps(record) + "\n" for record in RECORDS))
-    return str(path)
+    return str(write_jsonl(tmp_path / "train.jsonl", RECORDS))
 
 
 class SaveAt(L.Callback):

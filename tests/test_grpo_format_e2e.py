@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 
 from tests.conftest import shared_data
-from tests.helpers import recipe_cli
+from tests.helpers import recipe_cli, write_jsonl
 
 pytestmark = pytest.mark.slow
 ASK = " Reply in one sentence: The answer is N."
@@ -17,19 +17,14 @@ TRAIN_PROMPTS = 20  # GSM8K train records 0-19: 10 steps of 2 prompts
 HELD_OUT = 16  # GSM8K test records 1303-1318, 2 samples each
 
 
-def write_prompts(path, records) -> str:
-    path.write_text("".join(json.dumps(record) + "\n" for record in records))
-    return str(path)
-
-
 def test_grpo_raises_the_format_reward_on_held_out_gsm8k(smollm2_dir, tmp_path, capsys):
     train = shared_data("sft_alpaca/gsm8k_train_alpaca.jsonl").read_text().splitlines()[:TRAIN_PROMPTS]
     test = shared_data("eval/gsm8k_test.jsonl").read_text().splitlines()[-HELD_OUT:]
-    train_file = write_prompts(
+    train_file = write_jsonl(
         tmp_path / "train.jsonl",
         [{"question": r["instruction"] + ASK, "answer": r["output"]} for r in map(json.loads, train)],
     )
-    held_out = write_prompts(
+    held_out = write_jsonl(
         tmp_path / "held_out.jsonl", [{**r, "question": r["question"] + ASK} for r in map(json.loads, test)]
     )
     cli = recipe_cli("grpo/format_smollm2.yaml", smollm2_dir, train_file, held_out, tmp_path / "run")

@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM
 
 from lightning_ft.model.export import load_export, merge_export
 from tests.conftest import ROOT
+from tests.helpers import greedy_reply
 
 pytestmark = pytest.mark.slow
 
@@ -50,9 +51,10 @@ def test_quickstart_trains_exports_chats_and_merges(smollm2_dir, tmp_path):
     assert list((tmp_path / "run").glob("lightning_logs/version_*/events.out.tfevents.*"))  # TensorBoard
 
     chat = run("lightning-ft", "chat", "--model", str(export), "--prompt", "Say hi.", "--max_new_tokens", "8")
-    assert chat.stdout.strip()
-
     adapted, tokenizer = load_export(export)
+    expected = greedy_reply(adapted, tokenizer, [{"role": "user", "content": "Say hi."}], max_new_tokens=8)
+    assert expected and chat.stdout == expected + "\n"  # the adapter's greedy reply under the trained template
+
     merged_dir = merge_export(export, tmp_path / "merged")
     merged = AutoModelForCausalLM.from_pretrained(merged_dir)
     prompt = tokenizer.apply_chat_template(

@@ -7,7 +7,6 @@ the resume."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -22,6 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import ROOT
+from tests.helpers import write_jsonl
 
 WORDS = ["hello", "world", "autumn", "leaves", "quiet", "pond", "paris", "france", "metres", "haiku", "tea", "sun"]
 STARTUP_LIMIT_S = 300  # a CLI process reaching its hang point; tiny models train in well under a second a step
@@ -67,7 +67,7 @@ RECIPES = {
         kill_after=[2],
         overrides=[
             "--model.reward_funcs",
-            "[tests.algorithms.test_grpo.reward_target_letter]",
+            "[tests.helpers.reward_target_letter]",
             "--model.reward_weights",
             "[1.0]",
             "--model.num_generations",
@@ -87,9 +87,7 @@ def data_file(directory: Path, kind: str) -> Path:
         records = [{"prompt": f"Say {w}.", "chosen": f"{w} {w}", "rejected": "no"} for w in WORDS[:8]]
     else:
         records = [{"question": f"Say something about {w}.", "answer": str(i)} for i, w in enumerate(WORDS[:8])]
-    path = directory / f"{kind}.jsonl"
-    path.write_text("".join(json.dumps(record) + "\n" for record in records))
-    return path
+    return write_jsonl(directory / f"{kind}.jsonl", records)
 
 
 def fit_command(recipe: Recipe, model_dir: Path, train: Path, root: Path, *extra: str) -> list[str]:

@@ -9,11 +9,22 @@ import pytest
 
 from lightning_ft.cli import main
 from tests.conftest import shared_data
-from tests.helpers import recipe_cli
+from tests.helpers import identical_pairs, recipe_cli
 
 pytestmark = pytest.mark.slow
 TRAIN_PAIRS = 600  # hh-rlhf records 0-599
 HELD_OUT = 350  # records 2004-2353
+ASSISTANT = "\n\nAssistant:"
+
+
+def empty_responses(records: list[dict]) -> list[int]:
+    """Indices of the hh-rlhf records whose chosen or rejected transcript ends on an empty assistant turn: no response
+    token to score (hh-rlhf transcripts share everything up to their last assistant turn)."""
+    return [
+        index
+        for index, record in enumerate(records)
+        if any(not record[side].rpartition(ASSISTANT)[2].strip() for side in ("chosen", "rejected"))
+    ]
 
 
 def test_minilm_reward_model_beats_chance_on_held_out_hh_rlhf(minilm_dir, tmp_path, capsys):
@@ -26,12 +37,16 @@ def test_minilm_reward_model_beats_chance_on_held_out_hh_rlhf(minilm_dir, tmp_pa
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     after = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
     assert cli.datamodule.stats["val"]["records"] == HELD_OUT
-    # record 2168 has identical responses, record 2063 an empty one (no response tokens): both reported, not scored
-    dropped = cli.datamodule.dropped["val"]
-    assert dropped == {"dropped_identical": [2168 - 2004], "dropped_no_trainable": [2063 - 2004]}
+    # identical responses (record 2168) and an empty one (record 2063: no response tokens) are reported, not scored
+    held_out_records = [json.loads(line) for line in records[-HELD_OUT:]]
+    identical = identical_pairs(held_out_records)
+    empty = [index for index in empty_responses(held_out_records) if index not in identical]
+    assert identical and empty  # the held-out slice exercises both
+    assert cli.datamodule.dropped["val"] == {"dropped_identical": identical, "dropped_no_trainable": empty}
+    scored = HELD_OUT - len(identical) - len(empty)
     with capsys.disabled():  # the figure for the record: pytest -s shows it
         print(
-            f"\nheld-out pairwise accuracy ({HELD_OUT - 2} pairs): "
+            f"\nheld-out pairwise accuracy ({scored} pairs): "
             f"{before['val/accuracy']:.3f} -> {after['val/accuracy']:.3f}"
         )
     assert after["val/accuracy"] >= 0.56
@@ -40,5 +55,5 @@ def test_minilm_reward_model_beats_chance_on_held_out_hh_rlhf(minilm_dir, tmp_pa
     export = next((tmp_path / "run").rglob("hf/final"))
     main(["score", "--model", str(export), "--data", str(held_out), "--format", "hh_rlhf"])
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["pairs"] == HELD_OUT - 2 and summary["dropped"] == 2
+    assert summary["pairs"] == scored and summary["dropped"] == len(identical) + len(empty)
     assert summary["accuracy"] == pytest.approx(after["val/accuracy"], abs=1e-6)

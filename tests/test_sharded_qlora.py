@@ -19,7 +19,7 @@ from lightning_ft.algorithms import SFT
 from lightning_ft.model.sharding import sharded_param_dtype
 from lightning_ft.model.spec import ModelSpec
 from lightning_ft.strategies import decoder_layer_classes
-from tests.test_strategies import strategy_from
+from tests.helpers import strategy_from
 
 PROMPT = torch.tensor([[1, 5, 6, 7, 8, 9, 10]])
 

@@ -3,10 +3,6 @@ DeepSpeed without CUDA, so those are constructed here and run under `pytest -m g
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from pathlib import Path
-
 import lightning as L
 import pytest
 import torch
@@ -22,16 +18,10 @@ from lightning_ft.algorithms.base import FineTuneModule
 from lightning_ft.cli import FineTuneCLI
 from lightning_ft.model.spec import ModelSpec
 from lightning_ft.strategies import DecoderLayerFSDP, decoder_layer_classes
+from tests.conftest import require
+from tests.helpers import CONFIGS, strategy_from
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FRAGMENTS = sorted((CONFIGS / "strategies").glob("*.yaml"))
-
-
-def strategy_from(fragment: str):
-    """The strategy a fragment describes, built as jsonargparse builds it: class_path(**init_args)."""
-    spec = yaml.safe_load((CONFIGS / "strategies" / fragment).read_text())["trainer"]["strategy"]
-    module_name, _, class_name = spec["class_path"].rpartition(".")
-    return getattr(importlib.import_module(module_name), class_name)(**spec.get("init_args", {}))
 
 
 def test_every_strategy_has_a_fragment():
@@ -112,8 +102,7 @@ def test_deepspeed_fragments(fragment, stage, offload):
     assert spec["class_path"] == "lightning.pytorch.strategies.DeepSpeedStrategy"
     assert spec["init_args"]["stage"] == stage
     assert spec["init_args"]["exclude_frozen_parameters"]  # adapter-only checkpoints
-    if importlib.util.find_spec("deepspeed") is None:
-        pytest.skip("deepspeed is an optional extra (pip install -e '.[deepspeed]'); its fragment parsed")
+    require("deepspeed", "the DeepSpeed strategies are built here (in the `test` extra: pip install -e '.[test]')")
     strategy = strategy_from(fragment)
     assert strategy.exclude_frozen_parameters
     zero = strategy.config["zero_optimization"]

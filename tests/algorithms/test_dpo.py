@@ -3,75 +3,29 @@ reward accuracy, references (adapter disabled, frozen copy, precomputed) agree, 
 
 from __future__ import annotations
 
-import json
 import math
 
-import lightning as L
 import pytest
 import torch
-from peft import LoraConfig
 
 from lightning_ft.algorithms import DPO
 from lightning_ft.data import PreferenceData
 from lightning_ft.model.spec import ModelSpec
-from tests.helpers import adamw, quiet_trainer
-
-PAIRS = [
-    ("What is the capital of France?", "The capital of France is Paris.", "No."),
-    ("Say hello.", "hello world", "goodbye"),
-    ("Write a haiku about autumn.", "autumn leaves falling on a quiet pond", "the a of and"),
-    ("Convert 3 kilometres to metres.", "3000 metres.", "3 metres."),
-]
-KTO_EXAMPLES = [(prompt, good, True) for prompt, good, _ in PAIRS] + [(prompt, bad, False) for prompt, _, bad in PAIRS]
-
-
-def write_jsonl(path, records) -> str:
-    path.write_text("".join(json.dumps(record) + "\n" for record in records))
-    return str(path)
-
-
-def pair_file(tmp_path) -> str:
-    records = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in PAIRS]
-    return write_jsonl(tmp_path / "pairs.jsonl", records)
-
-
-def kto_file(tmp_path) -> str:
-    records = [
-        {"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": c}], "label": label}
-        for p, c, label in KTO_EXAMPLES
-    ]
-    return write_jsonl(tmp_path / "kto.jsonl", records)
-
-
-def lora() -> LoraConfig:
-    return LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1, target_modules="all-linear")
-
-
-def build(tiny_model_dir, tmp_path, peft=None, lr=1e-2, packing=False, **options):
-    module = DPO(
-        ModelSpec(path=str(tiny_model_dir)), peft=peft, optimizer=adamw(lr), lr_scheduler="constant", **options
-    )
-    kto = options.get("loss_type") == "kto"
-    train = kto_file(tmp_path) if kto else pair_file(tmp_path)
-    data = PreferenceData(
-        train,
-        val=train,
-        format="kto" if kto else "pairs",
-        tokenizer=module.tokenizer,
-        batch_size=len(KTO_EXAMPLES) if kto else len(PAIRS),
-        max_length=64,
-        packing=packing,
-    )
-    return module, data
-
-
-def trainer(steps: int) -> L.Trainer:
-    return quiet_trainer(max_steps=steps, num_sanity_val_steps=0, limit_val_batches=1)
+from tests.helpers import (
+    PAIRS,
+    adamw,
+    build_dpo,
+    dpo_lora,
+    dpo_trainer,
+    kto_file,
+    pair_file,
+    quiet_trainer,
+)
 
 
 def validate(module, data) -> dict[str, float]:
     return {
-        name: float(value) for name, value in trainer(1).validate(module, datamodule=data, verbose=False)[0].items()
+        name: float(value) for name, value in dpo_trainer(1).validate(module, datamodule=data, verbose=False)[0].items()
     }
 
 
@@ -87,7 +41,7 @@ def validate(module, data) -> dict[str, float]:
 )
 def test_loss_at_start_equals_its_closed_form(tiny_model_dir, tmp_path, loss_type, expected):
     """Before training, policy = reference (dropout off), so the margin is 0 and every reward is 0."""
-    module, data = build(tiny_model_dir, tmp_path, peft=lora(), loss_type=loss_type)
+    module, data = build_dpo(tiny_model_dir, tmp_path, peft=dpo_lora(), loss_type=loss_type)
     metrics = validate(module, data)
     assert metrics["val/loss"] == pytest.approx(expected, abs=1e-5)
     if loss_type != "kto":
@@ -100,21 +54,21 @@ def test_loss_at_start_equals_its_closed_form(tiny_model_dir, tmp_path, loss_typ
 @pytest.mark.parametrize(
     ("peft", "loss_type", "packing"),
     [
-        (lora(), "sigmoid", False),
-        (lora(), "sigmoid", True),
+        (dpo_lora(), "sigmoid", False),
+        (dpo_lora(), "sigmoid", True),
         (None, "sigmoid", False),
-        (lora(), "ipo", False),
-        (lora(), "simpo", False),
-        (lora(), "orpo", False),
-        (lora(), "kto", False),
+        (dpo_lora(), "ipo", False),
+        (dpo_lora(), "simpo", False),
+        (dpo_lora(), "orpo", False),
+        (dpo_lora(), "kto", False),
     ],
     ids=["lora-dpo", "lora-dpo-packed", "full-dpo", "ipo", "simpo", "orpo", "kto"],
 )
 def test_training_raises_reward_accuracy_on_the_training_pairs(tiny_model_dir, tmp_path, peft, loss_type, packing):
     lr = 2e-2 if peft else 2e-3
-    module, data = build(tiny_model_dir, tmp_path, peft=peft, loss_type=loss_type, lr=lr, packing=packing)
+    module, data = build_dpo(tiny_model_dir, tmp_path, peft=peft, loss_type=loss_type, lr=lr, packing=packing)
     before = validate(module, data)
-    trainer(15).fit(module, datamodule=data)
+    dpo_trainer(15).fit(module, datamodule=data)
     after = validate(module, data)
     assert after["val/loss"] < before["val/loss"]
     if loss_type == "kto":
@@ -133,7 +87,7 @@ def test_kto_rewards_are_weighted_by_their_own_counts_and_logged_by_every_batch(
     undesirable one (5 + 6 + 7 + 8) / 4 = 6.5 (not (5.5·3 + 7.5·2) / 5 = 6.3). Every batch logs the same keys,
     examples of a kind or not, so under DDP every device enters the same collectives when the epoch's means are
     synced."""
-    module = DPO(ModelSpec(path=str(tiny_model_dir)), peft=lora(), loss_type="kto", optimizer=adamw(1e-2))
+    module = DPO(ModelSpec(path=str(tiny_model_dir)), peft=dpo_lora(), loss_type="kto", optimizer=adamw(1e-2))
     train = kto_file(tmp_path)
     data = PreferenceData(train, val=train, format="kto", tokenizer=module.tokenizer, batch_size=3, max_length=64)
     seen = [0]
@@ -178,7 +132,7 @@ def test_options_that_do_not_apply_are_refused(tiny_model_dir):
 def test_packed_pairs_give_the_padded_log_probs(tiny_model_dir, tmp_path, attn_implementation):
     """Packing the 2B sequences of a batch into one row (block-diagonal attention) changes no log-prob."""
     spec = ModelSpec(path=str(tiny_model_dir), attn_implementation=attn_implementation)
-    module = DPO(spec, peft=lora())
+    module = DPO(spec, peft=dpo_lora())
     module.configure_model()
     module.model.eval()
     train = pair_file(tmp_path)

@@ -12,11 +12,10 @@ import torch
 from lightning_ft.algorithms import DPO
 from lightning_ft.data import PreferenceData
 from lightning_ft.model.spec import ModelSpec
-from tests.algorithms.test_dpo import PAIRS, build, lora, pair_file, trainer
 from tests.conftest import build_tiny_llama, build_tiny_tokenizer
-from tests.helpers import adamw, quiet_trainer
+from tests.helpers import PAIRS, adamw, build_dpo, dpo_lora, dpo_trainer, pair_file, quiet_trainer
 
-PEFTS = pytest.mark.parametrize("peft", [lora(), None], ids=["adapter-disabled", "frozen-copy"])
+PEFTS = pytest.mark.parametrize("peft", [dpo_lora(), None], ids=["adapter-disabled", "frozen-copy"])
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +25,7 @@ def datasets_cache(tmp_path, monkeypatch):
 
 def live_reference_logps(model_dir, tmp_path, peft) -> torch.Tensor:
     """``(2B,)`` the live reference of the validation batch (all pairs, file order)."""
-    module, data = build(model_dir, tmp_path, peft=peft)
+    module, data = build_dpo(model_dir, tmp_path, peft=peft)
     module.configure_model()
     data.prepare_data()
     data.setup("fit")
@@ -41,8 +40,8 @@ def table_values(module: DPO, split: str = "val") -> torch.Tensor:
 @PEFTS
 def test_precomputed_reference_logps_equal_live_ones(tiny_model_dir, tmp_path, peft):
     live = live_reference_logps(tiny_model_dir, tmp_path, peft)
-    module, data = build(tiny_model_dir, tmp_path, peft=peft, precompute_reference_logps=True)
-    trainer(1).fit(module, datamodule=data)
+    module, data = build_dpo(tiny_model_dir, tmp_path, peft=peft, precompute_reference_logps=True)
+    dpo_trainer(1).fit(module, datamodule=data)
     assert module.reference_model is None  # nothing kept in memory for the reference
     assert table_values(module).dtype == torch.float32
     torch.testing.assert_close(table_values(module), live, atol=1e-5, rtol=0)
@@ -55,7 +54,7 @@ def test_under_bf16_true_the_start_is_exactly_policy_equals_reference(tiny_model
     """At the start the policy is its reference, so the loss is ln 2 and the margin 0, provided the precomputed values
     are neither rounded to bf16 by the batch transfer (the policy's log-probs are float32 sums) nor scored in another
     precision than the policy (a full fine-tune's temporary copy was float32)."""
-    module, data = build(tiny_model_dir, tmp_path, peft=peft, precompute_reference_logps=True)
+    module, data = build_dpo(tiny_model_dir, tmp_path, peft=peft, precompute_reference_logps=True)
     bf16 = quiet_trainer(max_steps=1, precision="bf16-true", num_sanity_val_steps=0, limit_val_batches=1)
     metrics = bf16.validate(module, datamodule=data, verbose=False)[0]
     assert metrics["val/rewards/margin"] == pytest.approx(0.0, abs=1e-6)
@@ -72,10 +71,10 @@ def test_an_overwritten_reference_is_scored_again(tmp_path):
     tables = []
     for seed in (0, 1):
         build_tiny_llama(len(tokenizer), seed=seed).save_pretrained(model_dir)
-        module, data = build(model_dir, tmp_path, peft=lora(), precompute_reference_logps=True)
-        trainer(1).validate(module, datamodule=data, verbose=False)
+        module, data = build_dpo(model_dir, tmp_path, peft=dpo_lora(), precompute_reference_logps=True)
+        dpo_trainer(1).validate(module, datamodule=data, verbose=False)
         tables.append(table_values(module))
-        torch.testing.assert_close(tables[-1], live_reference_logps(model_dir, tmp_path, lora()), atol=1e-5, rtol=0)
+        torch.testing.assert_close(tables[-1], live_reference_logps(model_dir, tmp_path, dpo_lora()), atol=1e-5, rtol=0)
     assert not torch.allclose(tables[0], tables[1])
 
 

@@ -3,8 +3,6 @@ and a rule reward (emitting one word) rising within a bounded number of seeded s
 
 from __future__ import annotations
 
-import json
-
 import lightning as L
 import pytest
 import torch
@@ -14,29 +12,14 @@ from lightning_ft.algorithms import GRPO
 from lightning_ft.algorithms.online import through_first_stop
 from lightning_ft.data import DataError, PromptData
 from lightning_ft.model.spec import ModelSpec
-from tests.helpers import adamw, quiet_trainer
+from tests.helpers import REWARD, RewardRecorder, adamw, prompt_file, quiet_trainer, write_jsonl
 
-TARGET = "a"  # dense enough that a random policy samples it: the reward has a signal from step 1
-REWARD = "tests.algorithms.test_grpo.reward_target_letter"
 LORA_LAYERS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def reward_target_letter(prompts, completions, **fields):
-    """How often the completion writes the target letter (the rule reward the policy must learn)."""
-    return [float(text.count(TARGET)) for text in completions]
-
-
-def prompt_file(tmp_path, count: int = 8) -> str:
-    records = [{"prompt": f"Say something {i}.", "answer": str(i)} for i in range(count)]
-    path = tmp_path / "prompts.jsonl"
-    path.write_text("".join(json.dumps(record) + "\n" for record in records))
-    return str(path)
 
 
 def test_prompts_are_left_padded_and_keep_their_fields(tiny_tokenizer, tmp_path):
     records = [{"question": "Hi", "answer": "1"}, {"question": "What is the capital of France?", "answer": "2"}]
-    path = tmp_path / "q.jsonl"
-    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    path = write_jsonl(tmp_path / "q.jsonl", records)
     data = PromptData(str(path), fields={"prompt": "question"}, tokenizer=tiny_tokenizer, batch_size=2)
     data.prepare_data()
     data.setup("fit")
@@ -52,14 +35,6 @@ def test_prompts_are_left_padded_and_keep_their_fields(tiny_tokenizer, tmp_path)
 def test_completion_mask_runs_through_the_first_stop_token():
     completions = torch.tensor([[5, 6, 2, 7, 2], [5, 5, 5, 5, 5], [2, 9, 9, 9, 9]])
     assert through_first_stop(completions, [2]).tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
-
-
-class RewardRecorder(L.Callback):
-    def __init__(self) -> None:
-        self.rewards: list[float] = []
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
-        self.rewards.append(float(trainer.callback_metrics["train/reward"]))
 
 
 # LoRA includes lm_head: sampling from the policy's full softmax (no hidden top-k), only the output layer moves the
@@ -108,8 +83,7 @@ def test_reward_functions_and_options_are_checked(tiny_model_dir):
     ],
 )
 def test_bad_prompt_records_name_the_record_and_field(tiny_tokenizer, tmp_path, record, message):
-    path = tmp_path / "bad.jsonl"
-    path.write_text(json.dumps({"prompt": "Say hello."}) + "\n" + json.dumps(record) + "\n")
+    path = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "Say hello."}, record])
     data = PromptData(str(path), tokenizer=tiny_tokenizer)
     with pytest.raises(DataError, match=message):
         data.prepare_data()

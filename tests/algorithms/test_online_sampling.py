@@ -15,9 +15,7 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopP
 from lightning_ft.algorithms import GRPO
 from lightning_ft.data import PromptData
 from lightning_ft.model.spec import ModelSpec
-from tests.algorithms.test_grpo import REWARD, prompt_file
-from tests.algorithms.test_ppo import ppo
-from tests.helpers import quiet_trainer
+from tests.helpers import REWARD, build_ppo, prompt_file, quiet_trainer
 
 
 @pytest.fixture
@@ -99,7 +97,7 @@ def test_ppo_takes_exactly_the_optimiser_steps_the_schedule_counts(
     """6 rollouts in 4 minibatches is 4 steps (``chunk`` made 3); a last partial batch smaller than the minibatch
     count is left out of the epoch instead of stopping the run."""
     L.seed_everything(0)
-    module = ppo(tiny_model_dir, ppo_epochs=2, num_minibatches=minibatches, max_new_tokens=4)
+    module = build_ppo(tiny_model_dir, ppo_epochs=2, num_minibatches=minibatches, max_new_tokens=4)
     data = PromptData(prompt_file(tmp_path, prompts_in_file), tokenizer=module.tokenizer, batch_size=batch_size)
     trainer = quiet_trainer(max_epochs=1, num_sanity_val_steps=0)
     trainer.fit(module, datamodule=data)

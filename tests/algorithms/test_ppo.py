@@ -12,25 +12,10 @@ from peft import LoraConfig
 from lightning_ft.algorithms import PPO
 from lightning_ft.algorithms.online import ends_with_stop
 from lightning_ft.data import PromptData
-from lightning_ft.model.spec import ModelSpec
-from tests.algorithms.test_grpo import REWARD, RewardRecorder, prompt_file
-from tests.helpers import adamw, quiet_trainer
+from tests.helpers import RewardRecorder, build_ppo, prompt_file, quiet_trainer
 
 # The tiny model's random output layer is nearly uniform, so LoRA must reach it for the policy to move far.
 LORA = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "down_proj", "lm_head"])
-
-
-def ppo(tiny_model_dir, **options) -> PPO:
-    defaults = {
-        "reward_funcs": [REWARD],
-        "max_new_tokens": 12,
-        "kl_coef": 0.01,
-        "ppo_epochs": 2,
-        "num_minibatches": 2,
-        "optimizer": adamw(1e-2),
-        "lr_scheduler": "constant",
-    }
-    return PPO(ModelSpec(path=str(tiny_model_dir)), **{**defaults, **options})
 
 
 def prompts(module: PPO, tmp_path, batch_size: int = 8) -> PromptData:
@@ -42,7 +27,7 @@ def prompts(module: PPO, tmp_path, batch_size: int = 8) -> PromptData:
 )
 def test_rule_reward_rises(tiny_model_dir, tmp_path, critic, peft):
     L.seed_everything(0)
-    module = ppo(tiny_model_dir, critic=critic, peft=peft)
+    module = build_ppo(tiny_model_dir, critic=critic, peft=peft)
     recorder = RewardRecorder()
     rollouts = 20
     trainer = quiet_trainer(max_steps=rollouts * module.optimizer_steps_per_batch, callbacks=[recorder])
@@ -58,7 +43,7 @@ def test_values_are_read_before_each_completion_token(tiny_model_dir, tmp_path):
     """The value of completion token t comes from the hidden state that predicts it (position prompt_length - 1 + t),
     as the log-prob does."""
     L.seed_everything(0)
-    module = ppo(tiny_model_dir)
+    module = build_ppo(tiny_model_dir)
     module.configure_model()
     data = prompts(module, tmp_path, batch_size=2)
     data.prepare_data()
@@ -76,16 +61,17 @@ def test_values_are_read_before_each_completion_token(tiny_model_dir, tmp_path):
 def test_adaptive_kl_controller_moves_and_is_checkpointed(tiny_model_dir, tmp_path):
     """The controller moves by its 20% cap (× rollout size / horizon = 8 / 8) per rollout: down after the first,
     where the policy still is the reference (KL 0 < target), up after the second (KL far above a tiny target):
-    0.01 → 0.008 → 0.0096."""
+    0.01 → 0.008 → 0.0096. The k3 estimate, never negative, so one sampled rollout cannot read below the target (k1
+    can: it is unbiased, not positive)."""
     L.seed_everything(0)
-    module = ppo(tiny_model_dir, target_kl=1e-6, kl_horizon=8, ppo_epochs=1, num_minibatches=1)
+    module = build_ppo(tiny_model_dir, target_kl=1e-6, kl_horizon=8, ppo_epochs=1, num_minibatches=1, kl_estimator="k3")
     trainer = quiet_trainer(max_steps=2, enable_checkpointing=True, default_root_dir=tmp_path)
     trainer.fit(module, datamodule=prompts(module, tmp_path))
     assert module.kl_coef == pytest.approx(0.01 * 0.8 * 1.2)
     checkpoint = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=False)
     assert checkpoint["kl_coef"] == pytest.approx(0.0096)
     assert {"value_head.linear.weight", "value_head.linear.bias"} <= set(checkpoint["state_dict"])
-    resumed = ppo(tiny_model_dir, target_kl=1e-6, kl_horizon=8)
+    resumed = build_ppo(tiny_model_dir, target_kl=1e-6, kl_horizon=8)
     resumed.configure_model()
     resumed.on_load_checkpoint(checkpoint)
     assert resumed.kl_coef == pytest.approx(0.0096)
@@ -95,7 +81,7 @@ def test_schedule_spans_every_optimizer_step(tiny_model_dir, tmp_path):
     """8 prompts in batches of 4, one epoch: 2 rollouts × 2 epochs × 2 minibatches = 8 optimiser steps, after
     which a linear schedule reaches exactly 0."""
     L.seed_everything(0)
-    module = ppo(tiny_model_dir, lr_scheduler="linear")
+    module = build_ppo(tiny_model_dir, lr_scheduler="linear")
     trainer = quiet_trainer(max_epochs=1)
     trainer.fit(module, datamodule=prompts(module, tmp_path, batch_size=4))
     assert trainer.global_step == 8
@@ -111,7 +97,7 @@ def test_completions_that_never_stop_are_recognised():
 def test_missing_eos_penalty_lowers_the_score(tiny_model_dir, tmp_path):
     """12 new tokens never reach a stop token in the untrained tiny model: every score loses the penalty."""
     L.seed_everything(0)
-    module = ppo(tiny_model_dir, missing_eos_penalty=5.0)
+    module = build_ppo(tiny_model_dir, missing_eos_penalty=5.0)
     module.configure_model()
     data = prompts(module, tmp_path, batch_size=4)
     data.prepare_data()
@@ -134,4 +120,4 @@ def test_missing_eos_penalty_lowers_the_score(tiny_model_dir, tmp_path):
 )
 def test_bad_options_are_named(tiny_model_dir, options, message):
     with pytest.raises(ValueError, match=message):
-        ppo(tiny_model_dir, **options)
+        build_ppo(tiny_model_dir, **options)

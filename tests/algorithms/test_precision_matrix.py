@@ -8,49 +8,8 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
-from peft import LoraConfig
 
-from lightning_ft.algorithms import GRPO, PPO, SFT, RewardModel
-from lightning_ft.data import InstructionData, PromptData
-from lightning_ft.model.spec import ModelSpec
-from tests.algorithms.test_dpo import build as build_dpo
-from tests.algorithms.test_dpo import pair_file
-from tests.algorithms.test_grpo import REWARD, prompt_file
-from tests.helpers import adamw, quiet_trainer
-
-ALGORITHMS = ["sft", "dpo", "kto", "reward", "grpo", "ppo"]
-PRECISIONS = ["32-true", "bf16-mixed", "bf16-true", "16-mixed"]
-
-
-def lora() -> LoraConfig:
-    return LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)
-
-
-def build(algorithm: str, model_dir, tmp_path) -> tuple[L.LightningModule, L.LightningDataModule]:
-    spec = ModelSpec(path=str(model_dir))
-    common = {"peft": lora(), "optimizer": adamw(1e-2)}
-    if algorithm == "sft":
-        module = SFT(spec, **common)
-        data = InstructionData(
-            pair_file(tmp_path),
-            val=pair_file(tmp_path),
-            fields={"instruction": "prompt", "output": "chosen"},
-            tokenizer=module.tokenizer,
-            batch_size=2,
-            max_length=64,
-        )
-    elif algorithm in ("dpo", "kto"):
-        loss_type = {"loss_type": "kto"} if algorithm == "kto" else {}
-        module, data = build_dpo(model_dir, tmp_path, peft=lora(), **loss_type)
-    elif algorithm == "reward":
-        _, data = build_dpo(model_dir, tmp_path)  # the same pairs, tokenized alike
-        module = RewardModel(spec, **common)
-    else:
-        options = {"reward_funcs": [REWARD], "max_new_tokens": 6, **common}
-        module = PPO(spec, ppo_epochs=1, **options) if algorithm == "ppo" else GRPO(spec, num_generations=2, **options)
-        prompts = prompt_file(tmp_path, count=4)
-        data = PromptData(prompts, val=prompts, tokenizer=module.tokenizer, batch_size=2)
-    return module, data
+from tests.helpers import ALGORITHMS, PRECISIONS, build_algorithm, quiet_trainer
 
 
 def trainer_for(precision: str, **kwargs) -> L.Trainer:
@@ -66,7 +25,7 @@ def trainer_for(precision: str, **kwargs) -> L.Trainer:
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_algorithm_trains_under_precision(tiny_model_dir, tmp_path, algorithm, precision):
     L.seed_everything(0)
-    module, data = build(algorithm, tiny_model_dir, tmp_path)
+    module, data = build_algorithm(algorithm, tiny_model_dir, tmp_path)
     module.configure_model()
     before = {name: p.detach().clone().float() for name, p in module.named_parameters() if p.requires_grad}
     trainer = trainer_for(precision, max_steps=2)
@@ -90,7 +49,7 @@ def test_online_rl_clips_unscaled_gradients_under_fp16(tiny_model_dir, tmp_path,
     lr, max_norm = 0.1, 1e-3
     for precision in ("32-true", "16-mixed"):
         L.seed_everything(0)
-        module, data = build(algorithm, tiny_model_dir, tmp_path)
+        module, data = build_algorithm(algorithm, tiny_model_dir, tmp_path)
         module.optimizer = lambda params: torch.optim.SGD(params, lr=lr)
         module.max_grad_norm = max_norm
         module.configure_model()

@@ -15,8 +15,7 @@ from lightning_ft.algorithms import RewardModel
 from lightning_ft.data import PreferenceData
 from lightning_ft.eval import score_pairs
 from lightning_ft.model.spec import ModelSpec
-from tests.algorithms.test_dpo import PAIRS, pair_file
-from tests.helpers import adamw, quiet_trainer
+from tests.helpers import PAIRS, adamw, pair_file, quiet_trainer
 
 WORDS = "user assistant : what is the capital of france ? paris . no say hello world goodbye write a haiku about"
 WORDS += " autumn leaves falling on quiet pond and convert 3 kilometres to metres 3000"

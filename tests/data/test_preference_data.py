@@ -3,19 +3,13 @@ bad records stopping the run with their number and field."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 from lightning_ft.data import DataError, PreferenceData
 from lightning_ft.data.tokenize import IGNORE_INDEX
 from tests.conftest import build_tiny_tokenizer, shared_data
-
-
-def write_jsonl(path, records) -> str:
-    path.write_text("".join(json.dumps(record) + "\n" for record in records))
-    return str(path)
+from tests.helpers import identical_pairs, read_jsonl, write_jsonl
 
 
 def prepared(data: PreferenceData) -> PreferenceData:
@@ -35,7 +29,7 @@ def test_batches_hold_chosen_rows_then_rejected_rows(tmp_path):
         {"prompt": "Say hello.", "chosen": "hello world", "rejected": "goodbye"},
         {"prompt": "What is the capital of France?", "chosen": "Paris.", "rejected": "No."},
     ]
-    data = prepared(PreferenceData(write_jsonl(tmp_path / "p.jsonl", records), tokenizer=tokenizer, batch_size=2))
+    data = prepared(PreferenceData(str(write_jsonl(tmp_path / "p.jsonl", records)), tokenizer=tokenizer, batch_size=2))
     batch = next(iter(data.predict_dataloader()))
     assert batch["input_ids"].shape[0] == 4 and batch["record"].tolist() == [0, 1]
     responses = [
@@ -54,7 +48,7 @@ def test_identical_pairs_are_dropped_and_reported_by_record_number(tmp_path, cap
         for word in ["hello", "world", "same", "the", "same"]
     ]
     data = PreferenceData(
-        write_jsonl(tmp_path / "p.jsonl", records), tokenizer=build_tiny_tokenizer(), val_fraction=0.4, seed=1
+        str(write_jsonl(tmp_path / "p.jsonl", records)), tokenizer=build_tiny_tokenizer(), val_fraction=0.4, seed=1
     )
     with caplog.at_level("INFO"):
         prepared(data)
@@ -81,7 +75,7 @@ def test_pairs_identical_once_truncated_are_dropped_and_reported_by_record_numbe
         },
     ]
     data = PreferenceData(
-        write_jsonl(tmp_path / "p.jsonl", records),
+        str(write_jsonl(tmp_path / "p.jsonl", records)),
         tokenizer=build_tiny_tokenizer(),
         max_length=20,
         max_prompt_length=10,
@@ -104,7 +98,7 @@ def test_pairs_identical_once_truncated_are_dropped_and_reported_by_record_numbe
 )
 def test_bad_records_stop_the_run_with_their_number_and_field(tmp_path, record, message):
     records = [{"prompt": "Say hello.", "chosen": "hello", "rejected": "no"}, record]
-    data = PreferenceData(write_jsonl(tmp_path / "p.jsonl", records), tokenizer=build_tiny_tokenizer())
+    data = PreferenceData(str(write_jsonl(tmp_path / "p.jsonl", records)), tokenizer=build_tiny_tokenizer())
     with pytest.raises(DataError, match=message):
         prepared(data)
 
@@ -120,7 +114,7 @@ def test_kto_pairs_every_prompt_with_another_examples_completion(tmp_path):
         for i, w in enumerate(words)
     ]
     data = prepared(
-        PreferenceData(write_jsonl(tmp_path / "k.jsonl", records), format="kto", tokenizer=tokenizer, batch_size=5)
+        PreferenceData(str(write_jsonl(tmp_path / "k.jsonl", records)), format="kto", tokenizer=tokenizer, batch_size=5)
     )
     batch = next(iter(data.predict_dataloader()))
     assert batch["input_ids"].shape[0] == 10 and batch["desirable"].tolist() == [True, False, True, False, True]
@@ -144,24 +138,22 @@ def test_kto_pairs_every_prompt_with_another_examples_completion(tmp_path):
 def test_margin_field_must_be_numeric(tmp_path):
     records = [{"prompt": "Hi", "chosen": "hello", "rejected": "no", "gap": "big"}]
     data = PreferenceData(
-        write_jsonl(tmp_path / "p.jsonl", records), margin_field="gap", tokenizer=build_tiny_tokenizer()
+        str(write_jsonl(tmp_path / "p.jsonl", records)), margin_field="gap", tokenizer=build_tiny_tokenizer()
     )
     with pytest.raises(DataError, match="record 0: field 'gap' must be a number"):
         prepared(data)
 
 
 def test_real_hh_rlhf_counts(tmp_path):
-    """The real hh-rlhf slice: every record tokenizes; the two identical pairs (721, 2168) are the only ones dropped."""
-    data = prepared(
-        PreferenceData(
-            str(shared_data("preference/hh_rlhf_helpful_base_test.jsonl")),
-            format="hh_rlhf",
-            tokenizer=build_tiny_tokenizer(),
-            max_length=512,
-        )
-    )
-    assert data.stats["train"]["records"] == 2354
-    assert data.dropped["train"] == {"dropped_identical": [721, 2168]}
-    assert len(data.datasets["train"]) == 2352
+    """The real hh-rlhf slice: every record tokenizes; the identical pairs (721 and 2168 of 2354) are the only ones
+    dropped."""
+    path = shared_data("preference/hh_rlhf_helpful_base_test.jsonl")
+    records = read_jsonl(path)
+    identical = identical_pairs(records)
+    assert identical  # the slice has some: the drop is exercised
+    data = prepared(PreferenceData(str(path), format="hh_rlhf", tokenizer=build_tiny_tokenizer(), max_length=512))
+    assert data.stats["train"]["records"] == len(records)
+    assert data.dropped["train"] == {"dropped_identical": identical}
+    assert len(data.datasets["train"]) == len(records) - len(identical)
     assert isinstance(data.datasets["train"][0]["chosen_input_ids"][0], int)
     assert torch.is_tensor(next(iter(data.train_dataloader()))["input_ids"])

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 from lightning_ft.data import ChatData, DataError, InstructionData
 from tests.conftest import build_tiny_tokenizer, shared_data
-
-
-def write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return str(path)
+from tests.helpers import read_jsonl, write_jsonl
 
 
 def test_counts_of_kept_truncated_and_dropped_records(tmp_path, caplog):
@@ -25,7 +19,7 @@ def test_counts_of_kept_truncated_and_dropped_records(tmp_path, caplog):
         {"instruction": "Say it.", "output": "ok"},
     ]
     data = InstructionData(
-        write_jsonl(tmp_path / "t.jsonl", records),
+        str(write_jsonl(tmp_path / "t.jsonl", records)),
         max_length=48,
         overlong="drop",
         tokenizer=tokenizer,
@@ -42,21 +36,23 @@ def test_counts_of_kept_truncated_and_dropped_records(tmp_path, caplog):
     (row,) = next(iter(data.train_dataloader()))["sequence_ids"]
     assert row.max() == 1
 
-    truncating = InstructionData(write_jsonl(tmp_path / "t.jsonl", records), max_length=48, tokenizer=tokenizer)
+    truncating = InstructionData(str(write_jsonl(tmp_path / "t.jsonl", records)), max_length=48, tokenizer=tokenizer)
     truncating.prepare_data()
     # Record 1's prompt fills all 48 tokens: nothing trainable is left. Record 2 keeps part of its answer.
     assert truncating.stats["train"] == {"records": 4, "ok": 2, "truncated": 1, "dropped_no_trainable": 1}
 
 
 def test_nothing_left_to_train_is_an_error(tmp_path):
-    path = write_jsonl(tmp_path / "t.jsonl", [{"instruction": "x " * 100, "output": "y"}])
+    path = str(write_jsonl(tmp_path / "t.jsonl", [{"instruction": "x " * 100, "output": "y"}]))
     data = InstructionData(path, max_length=16, tokenizer=build_tiny_tokenizer())
     with pytest.raises(DataError, match="no train records left"):
         data.prepare_data()
 
 
 def test_bad_record_is_named_by_file_index_and_field(tmp_path):
-    path = write_jsonl(tmp_path / "t.jsonl", [{"instruction": "a", "output": "b"}, {"instruction": "a", "output": 3}])
+    path = str(
+        write_jsonl(tmp_path / "t.jsonl", [{"instruction": "a", "output": "b"}, {"instruction": "a", "output": 3}])
+    )
     data = InstructionData(path, tokenizer=build_tiny_tokenizer())
     with pytest.raises(DataError, match=r"t\.jsonl: record 1: field 'output' must be a string, got int"):
         data.prepare_data()
@@ -67,7 +63,7 @@ def test_seeded_validation_fraction_and_system_prompt(tmp_path):
 
     def make():
         return InstructionData(
-            write_jsonl(tmp_path / "t.jsonl", records),
+            str(write_jsonl(tmp_path / "t.jsonl", records)),
             val_fraction=0.25,
             system_prompt="Be brief.",
             tokenizer=build_tiny_tokenizer(),
@@ -91,18 +87,16 @@ def test_val_file_and_fraction_together_are_rejected(tmp_path):
 
 def test_real_sharegpt_and_oasst_chats_tokenize(tmp_path):
     tokenizer = build_tiny_tokenizer()
-    sharegpt = ChatData(
-        str(shared_data("chat/fastchat_dummy_conversation.jsonl")),
-        format="sharegpt",
-        tokenizer=tokenizer,
-        max_length=4096,
-    )
+    sharegpt_file = shared_data("chat/fastchat_dummy_conversation.jsonl")
+    sharegpt = ChatData(str(sharegpt_file), format="sharegpt", tokenizer=tokenizer, max_length=4096)
     sharegpt.prepare_data()
-    assert sharegpt.stats["train"]["records"] == 500
-    assert sharegpt.stats["train"].get("ok", 0) + sharegpt.stats["train"].get("truncated", 0) == 500
-    oasst = ChatData(str(shared_data("chat/oasst_en100_messages.jsonl")), tokenizer=tokenizer, max_length=256)
+    records = len(read_jsonl(sharegpt_file))
+    assert sharegpt.stats["train"]["records"] == records
+    assert sharegpt.stats["train"].get("ok", 0) + sharegpt.stats["train"].get("truncated", 0) == records
+    oasst_file = shared_data("chat/oasst_en100_messages.jsonl")
+    oasst = ChatData(str(oasst_file), tokenizer=tokenizer, max_length=256)
     oasst.prepare_data()
-    assert oasst.stats["train"]["records"] == 100
+    assert oasst.stats["train"]["records"] == len(read_jsonl(oasst_file))
 
 
 def test_length_grouping_of_packed_rows_is_refused():

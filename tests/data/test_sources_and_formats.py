@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from lightning_ft.data.formats import (
@@ -15,6 +13,7 @@ from lightning_ft.data.formats import (
 )
 from lightning_ft.data.sources import DataError, load_records
 from tests.conftest import shared_data
+from tests.helpers import write_jsonl
 
 
 def write_lines(path, lines):
@@ -53,7 +52,7 @@ def test_missing_empty_and_unsupported_files(tmp_path):
 
 def test_csv_and_parquet_load_the_same_records(tmp_path):
     records = [{"instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"}]
-    write_lines(tmp_path / "d.jsonl", [json.dumps(r) for r in records])
+    write_jsonl(tmp_path / "d.jsonl", records)
     jsonl = load_records(str(tmp_path / "d.jsonl"))
     jsonl.to_csv(str(tmp_path / "d.csv"))
     jsonl.to_parquet(str(tmp_path / "d.parquet"))

@@ -8,6 +8,8 @@ is the same 2 prompts per step whatever DEVICES is; rank 0 writes the final weig
 from __future__ import annotations
 
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -18,6 +20,7 @@ from lightning_ft.algorithms import GRPO, PPO
 from lightning_ft.data import PromptData
 from lightning_ft.data.prompts import LeftPadCollator
 from lightning_ft.model.spec import ModelSpec
+from tests.helpers import write_jsonl
 
 GLOBAL_BATCH, STEPS, MAX_NEW_TOKENS, STOP = 2, 2, 6, 2  # token 2 is the tiny tokenizer's <|im_end|>
 PROMPTS = ["Say hello.", "Write a haiku about autumn leaves falling on a quiet pond.", "Thank you!", "What is it?"]
@@ -61,12 +64,8 @@ class RankShards(L.LightningDataModule):
         self.tokenizer = tokenizer
 
     def train_dataloader(self) -> DataLoader:
-        import json
-        import tempfile
-
-        with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as file:
-            file.write("".join(json.dumps({"prompt": text}) + "\n" for text in PROMPTS))
-        data = PromptData(file.name, tokenizer=self.tokenizer, batch_size=GLOBAL_BATCH)
+        prompts_file = write_jsonl(Path(tempfile.mkdtemp()) / "prompts.jsonl", [{"prompt": text} for text in PROMPTS])
+        data = PromptData(str(prompts_file), tokenizer=self.tokenizer, batch_size=GLOBAL_BATCH)
         data.prepare_data()
         data.setup("fit")
         prompts = list(data._prompts("train"))

@@ -3,7 +3,6 @@ the same global batch."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT
+from tests.helpers import write_jsonl
 
 SCRIPT = ROOT / "tests" / "distributed" / "ddp_run.py"
 
@@ -52,8 +52,7 @@ def test_length_grouped_batches_are_dealt_across_ranks(tiny_model_dir, tmp_path)
     (here everything is one mega-batch, so a step takes four consecutive lengths of the sorted order)."""
     words = ["ok", "yes please", "a somewhat longer answer", "the longest answer of them all, by a clear margin"]
     records = [{"instruction": f"Reply {i}.", "output": f"{words[i % 4]} " * (i % 3 + 1)} for i in range(12)]
-    train = tmp_path / "train.jsonl"
-    train.write_text("".join(json.dumps(record) + "\n" for record in records))
+    train = write_jsonl(tmp_path / "train.jsonl", records)
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, str(GROUPED_SCRIPT), str(tiny_model_dir), str(train), str(tmp_path / "out")]
     result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600)

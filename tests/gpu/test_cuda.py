@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 
-import peft
 import pytest
 import torch
 from transformers import BitsAndBytesConfig
@@ -15,13 +14,18 @@ from lightning_ft.data.collate import PadCollator
 from lightning_ft.data.packing import PackingCollator
 from lightning_ft.losses import chunked_cross_entropy, cross_entropy
 from lightning_ft.model import ModelSpec
-from tests.helpers import repeated_batch_loader, short_fit, tokenized_examples
+from tests.helpers import (
+    BF16_LOGITS_ATOL,
+    context_dependent,
+    lora,
+    per_token_logits,
+    repeated_batch_loader,
+    short_fit,
+    split_by_sequence,
+    tokenized_examples,
+)
 
 pytestmark = pytest.mark.gpu
-
-
-def lora(**kwargs) -> peft.LoraConfig:
-    return peft.LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False, **kwargs)
 
 
 @pytest.mark.parametrize("dtype, precision", [("bfloat16", "bf16-mixed"), ("float32", "bf16-mixed")])
@@ -55,25 +59,34 @@ def test_chunked_cross_entropy_matches_plain_on_cuda():
 
 @pytest.mark.skipif(importlib.util.find_spec("flash_attn") is None, reason="flash-attn is not installed")
 def test_flash_attention_varlen_packing_equals_one_by_one(tiny_model_dir, tiny_tokenizer):
+    """Per-token logits of the packed row equal each conversation's alone, on a model whose logits depend on the
+    context (a leak across sequences moves them by more than 20x the tolerance: tests/model/test_packing_control.py)."""
     torch.manual_seed(0)
     module = SFT(
         ModelSpec(path=str(tiny_model_dir), dtype="bfloat16", attn_implementation="flash_attention_2"),
         loss_fn=cross_entropy,
     )
     module.configure_model()
+    context_dependent(module.model)
     module.model.cuda().eval()
     examples = tokenized_examples(tiny_tokenizer)
     packed = PackingCollator(tiny_tokenizer.pad_token_id)(
         [{"input_ids": [e["input_ids"] for e in examples], "labels": [e["labels"] for e in examples]}]
     )
     with torch.no_grad():
-        packed_sum, packed_count = module._step({k: v.cuda() for k, v in packed.items()})
+        packed_sum, packed_count = module.loss_sum({k: v.cuda() for k, v in packed.items()})
         singles = [
-            module._step({k: v.cuda() for k, v in PadCollator(tiny_tokenizer.pad_token_id)([e]).items()})
+            module.loss_sum({k: v.cuda() for k, v in PadCollator(tiny_tokenizer.pad_token_id)([e]).items()})
             for e in examples
         ]
     assert packed_count == sum(count for _, count in singles)
     torch.testing.assert_close(packed_sum.float(), sum(s for s, _ in singles).float(), atol=0.05, rtol=1e-2)
+    together = per_token_logits(module.model, {k: v.cuda() for k, v in packed.items()})
+    for got, example in zip(split_by_sequence(together, packed["sequence_ids"][0].cuda()), examples, strict=True):
+        alone = per_token_logits(
+            module.model, {k: v.cuda() for k, v in PadCollator(tiny_tokenizer.pad_token_id)([example]).items()}
+        )
+        torch.testing.assert_close(got, alone, atol=BF16_LOGITS_ATOL, rtol=0)
 
 
 def test_qlora_nf4_trains_on_cuda(tiny_model_dir, tiny_tokenizer):
@@ -101,8 +114,7 @@ def test_online_rl_runs_on_cuda_in_bf16(tiny_model_dir, tmp_path, algorithm):
 
     from lightning_ft.algorithms import GRPO, PPO
     from lightning_ft.data import PromptData
-    from tests.algorithms.test_grpo import REWARD, prompt_file
-    from tests.helpers import adamw, quiet_trainer
+    from tests.helpers import REWARD, adamw, prompt_file, quiet_trainer
 
     L.seed_everything(0)
     spec = ModelSpec(path=str(tiny_model_dir))

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from lightning_ft.losses.preference import dpo_loss
+from tests.conftest import require
 
-trl = pytest.importorskip("trl")
+trl = require("trl", "the reference DPO implementation (in the `test` extra: pip install -e '.[test]')")
 
 BATCH, LENGTH = 3, 6
 

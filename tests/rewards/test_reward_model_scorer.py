@@ -14,10 +14,8 @@ from lightning_ft.eval import score_pairs
 from lightning_ft.model.spec import ModelSpec
 from lightning_ft.rewards.loading import load_rewards, reward_name
 from lightning_ft.rewards.model import RewardModelScorer
-from tests.algorithms.test_dpo import PAIRS, pair_file
-from tests.algorithms.test_grpo import prompt_file
 from tests.algorithms.test_reward import tiny_encoder_dir  # noqa: F401 (fixture)
-from tests.helpers import adamw, quiet_trainer
+from tests.helpers import PAIRS, adamw, pair_file, prompt_file, quiet_trainer
 
 
 @pytest.fixture(scope="module")

@@ -60,8 +60,8 @@ def test_gsm8k_exact_match_against_real_reference_solutions():
     right = [f"Let me think. The result is {record['final_answer']}." for record in records]
     wrong = [f"#### {float(record['final_answer'].replace(',', '')) + 1}" for record in records]
     prompts = [record["question"] for record in records]
-    assert gsm8k_exact_match(prompts, right, answer=answers) == [1.0] * 20
-    assert gsm8k_exact_match(prompts, wrong, answer=answers) == [0.0] * 20
+    assert gsm8k_exact_match(prompts, right, answer=answers) == [1.0] * len(records)
+    assert gsm8k_exact_match(prompts, wrong, answer=answers) == [0.0] * len(records)
 
 
 def test_answer_in_tags_and_length_penalty():
