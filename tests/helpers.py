@@ -14,6 +14,7 @@ import lightning as L
 import torch
 import yaml
 from peft import LoraConfig
+from PIL import Image
 from torch.utils.data import DataLoader
 from transformers import GenerationConfig
 
@@ -100,6 +101,23 @@ def greedy_reply(model: torch.nn.Module, tokenizer, messages: list[dict[str, str
     inputs = tokenizer.apply_chat_template(
         messages, add_generation_prompt=True, tokenize=True, return_tensors="pt", return_dict=True
     )
+    stop = sorted({tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")})
+    config = GenerationConfig(
+        do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stop, pad_token_id=tokenizer.pad_token_id
+    )
+    with torch.no_grad():
+        output = model.generate(**inputs, generation_config=config)
+    return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+
+def greedy_image_reply(model: torch.nn.Module, processor, prompt: str, image_path: Path, max_new_tokens: int) -> str:
+    """The reference for `lightning-ft chat --image`: the image first in the one user turn (``<image>`` before the
+    prompt), rendered with the chat template, expanded by the processor, decoded greedily by plain transformers."""
+    tokenizer = processor.tokenizer
+    messages = [{"role": "user", "content": f"{processor.image_token}{prompt}"}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    image = Image.open(image_path).convert("RGB")
+    inputs = processor(text=text, images=[image], return_tensors="pt", add_special_tokens=False)
     stop = sorted({tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")})
     config = GenerationConfig(
         do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stop, pad_token_id=tokenizer.pad_token_id

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from lightning_ft.cli import main
-from lightning_ft.model.export import read_manifest
+from lightning_ft.model.export import load_export, read_manifest
+from tests.helpers import greedy_image_reply
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "multimodal"
 
@@ -58,4 +59,5 @@ def test_stage1_then_stage2_then_chat(tiny_parts_dir, demo_dir, tmp_path, capsys
     capsys.readouterr()
     image = demo_dir / "mllm_demo_data" / "3.jpg"
     main(["chat", "--model", str(stage2), "--image", str(image), "--prompt", "What is this?", "--max_new_tokens", "3"])
-    assert capsys.readouterr().out.strip()
+    model, processor = load_export(stage2)
+    assert capsys.readouterr().out.strip() == greedy_image_reply(model, processor, "What is this?", image, 3)
