@@ -6,7 +6,7 @@
 set -euo pipefail
 ROOT=$(pwd)
 WORK=$(mktemp -d /tmp/lightning-ft-slurm.XXXX)
-STEPS=150
+STEPS=1000  # long enough (minutes) that the job is still running when it is preempted
 bash tools/slurm/local_cluster.sh >/dev/null
 python - "$WORK" <<'PY'
 import json, sys
