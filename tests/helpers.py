@@ -101,13 +101,7 @@ def greedy_reply(model: torch.nn.Module, tokenizer, messages: list[dict[str, str
     inputs = tokenizer.apply_chat_template(
         messages, add_generation_prompt=True, tokenize=True, return_tensors="pt", return_dict=True
     )
-    stop = sorted({tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")})
-    config = GenerationConfig(
-        do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stop, pad_token_id=tokenizer.pad_token_id
-    )
-    with torch.no_grad():
-        output = model.generate(**inputs, generation_config=config)
-    return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+    return greedy_continuation(model, tokenizer, inputs, max_new_tokens)
 
 
 def greedy_image_reply(model: torch.nn.Module, processor, prompt: str, image_path: Path, max_new_tokens: int) -> str:
@@ -118,6 +112,11 @@ def greedy_image_reply(model: torch.nn.Module, processor, prompt: str, image_pat
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     image = Image.open(image_path).convert("RGB")
     inputs = processor(text=text, images=[image], return_tensors="pt", add_special_tokens=False)
+    return greedy_continuation(model, tokenizer, inputs, max_new_tokens)
+
+
+def greedy_continuation(model: torch.nn.Module, tokenizer, inputs: Any, max_new_tokens: int) -> str:
+    """Plain transformers greedy decoding of ``inputs``, stopped at EOS or ``<|im_end|>``, special tokens cut."""
     stop = sorted({tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")})
     config = GenerationConfig(
         do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stop, pad_token_id=tokenizer.pad_token_id

@@ -266,10 +266,7 @@ class DPO(ReferencedPolicy):
         temporary.clear()
         for split in splits:
             dataset = datamodule.datasets[split]
-            records = torch.tensor(dataset["record"])
-            table = torch.full((int(records.max()) + 1, 2), torch.nan, dtype=torch.float32)
-            table[records] = torch.stack([torch.tensor(dataset[column], dtype=torch.float32) for column in columns], 1)
-            self.reference_logps_table[split] = (table.to(self.device), dataset)
+            self.reference_logps_table[split] = (reference_table(dataset, columns).to(self.device), dataset)
 
     def _loss_options(self, **options: float) -> dict[str, float]:
         """``beta`` plus the options the chosen loss function takes (an option set for a loss without it is an
@@ -279,6 +276,14 @@ class DPO(ReferencedPolicy):
         declared = {name: (value, defaults[name].default) for name, value in options.items()}
         chosen = loss_options(function, self.loss_type, **declared)
         return {"beta": self.beta, **chosen} if self.paired_loss is not None else chosen
+
+
+def reference_table(dataset: Any, columns: list[str]) -> torch.Tensor:
+    """``(records, 2)`` float32: the two ``columns`` of each row at its ``record`` number, NaN for records absent."""
+    records = torch.tensor(dataset["record"])
+    table = torch.full((int(records.max()) + 1, 2), torch.nan, dtype=torch.float32)
+    table[records] = torch.stack([torch.tensor(dataset[column], dtype=torch.float32) for column in columns], dim=1)
+    return table
 
 
 def split_sides(batch: Batch) -> tuple[Batch, Batch]:

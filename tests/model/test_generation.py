@@ -4,25 +4,9 @@ empty line or the end of input."""
 
 from __future__ import annotations
 
-import torch
-
-from lightning_ft.model.generation import Conversation, chat_loop, stop_token_ids
+from lightning_ft.model.generation import Conversation, chat_loop
 from lightning_ft.model.spec import ModelSpec
-
-
-def greedy_reply(model, tokenizer, messages, max_new_tokens: int) -> str:
-    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
-    with torch.no_grad():
-        output = model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=stop_token_ids(tokenizer),
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    return tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True).strip()
+from tests.helpers import greedy_reply
 
 
 def test_each_reply_continues_the_whole_history(tiny_model_dir):
