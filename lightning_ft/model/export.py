@@ -85,17 +85,20 @@ def read_manifest(directory: str | Path) -> dict | None:
 
 
 def load_export(
-    directory: str | Path, dtype: DTypeName = "float32", merge: bool = False
+    directory: str | Path, dtype: DTypeName = "float32", merge: bool = False, base: str | None = None
 ) -> tuple[nn.Module, PreTrainedTokenizerBase | ProcessorMixin]:
     """Load an export, or any base model (directory, GGUF directory or hub id), for inference.
 
-    Adapters are applied to their base model, loaded from the spec recorded at training time; with ``merge`` a PEFT
-    adapter is folded into the base weights and a plain ``PreTrainedModel`` comes back. Vision-language exports come
-    back with their processor in place of the tokenizer.
+    Adapters are applied to their base model, loaded from the spec recorded at training time (or from ``base``, a
+    directory or hub id holding the same base, e.g. on another machine); with ``merge`` a PEFT adapter is folded into
+    the base weights and a plain ``PreTrainedModel`` comes back. Vision-language exports come back with their
+    processor in place of the tokenizer.
     """
     directory = Path(directory)
     manifest = read_manifest(directory)
     if manifest is None:  # a base model: local directory (GGUF included) or hub id
+        if base is not None:
+            raise ValueError(f"{directory} is not a lightning-ft adapter export (no {MANIFEST_NAME}): nothing to apply")
         spec = ModelSpec(path=str(directory), dtype=dtype)
         return spec.load_model().eval(), spec.load_tokenizer()
     vision = manifest.get("auto_class") == "AutoModelForImageTextToText"
@@ -105,15 +108,17 @@ def load_export(
         model = auto_class.from_pretrained(directory, dtype=torch_dtype(dtype))
         return model.eval(), tokenizer
     base_spec = ModelSpec(**{**manifest["base"], "dtype": dtype})
-    base = base_spec.load_model(auto_class)
+    if base is not None:
+        base_spec = ModelSpec(path=base, dtype=dtype, quantization=base_spec.quantization)
+    base_model = base_spec.load_model(auto_class)
     if manifest["kind"] == "bottleneck":
         if merge:
             raise ValueError(
                 "A bottleneck adapter has a non-linearity and cannot be merged into the base weights; "
                 "load it with `lightning-ft chat` or `lightning_ft.model.export.load_export`."
             )
-        return load_bottleneck_adapters(base, directory).eval(), tokenizer
-    model = PeftModel.from_pretrained(base, directory)
+        return load_bottleneck_adapters(base_model, directory).eval(), tokenizer
+    model = PeftModel.from_pretrained(base_model, directory)
     if merge:
         model = model.merge_and_unload()
     return model.eval(), tokenizer

@@ -79,6 +79,57 @@ def generate_reply(
     return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
+@torch.no_grad()
+def generate_replies(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: list[list[dict[str, str]]],
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 8,
+    on_batch: Callable[[list[int], list[str]], Any] | None = None,
+) -> list[str]:
+    """The assistant's next turn for each conversation, generated in batches (left padding, KV cache).
+
+    Conversations are batched by rendered length (less padding) and answered in their original order. Only the
+    options given here shape the output (`without_generation_defaults`): greedy at temperature 0, else sampled from
+    ``softmax(logits / temperature)`` within the top-``p`` nucleus, seeded by ``seed`` and the batch's position.
+    ``on_batch(indices, replies)`` is called after each batch, so a caller can keep what was generated so far.
+    """
+    prompts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+    encoded = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    replies: list[str] = [""] * len(encoded)
+    for batch_number, start in enumerate(range(0, len(order), batch_size)):
+        indices = order[start : start + batch_size]
+        width = max(len(encoded[i]) for i in indices)
+        input_ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(indices), width), dtype=torch.long)
+        for row, i in enumerate(indices):
+            input_ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+            attention_mask[row, width - len(encoded[i]) :] = 1
+        torch.manual_seed(seed + batch_number)
+        with without_generation_defaults(model):
+            output = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                max_new_tokens=max_new_tokens,
+                eos_token_id=stop_token_ids(tokenizer),
+                pad_token_id=pad_id,
+                **policy_sampling(temperature, top_p),
+            )
+        texts = tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+        for i, text in zip(indices, texts, strict=True):
+            replies[i] = text.strip()
+        if on_batch is not None:
+            on_batch(indices, [replies[i] for i in indices])
+    return replies
+
+
 class Conversation:
     """A chat with a model, turn by turn, rendered with its training chat template: the history so far, and the
     images its first user turn is about (a vision-language model's processor places them where ``<image>`` stands
