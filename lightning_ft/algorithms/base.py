@@ -168,6 +168,15 @@ class FineTuneModule(L.LightningModule):
         """Optimiser (and schedule) steps per training batch: 1, except for algorithms that step several times."""
         return 1
 
+    def validation_set_name(self, dataloader_idx: int) -> str:
+        """The prefix a validation loader's metrics are logged under: the data module's `val_set_names` (``val``,
+        then ``val_<name>`` for its ``val_extra`` sets); without them ``val``, then ``val_<index>``."""
+        datamodule = getattr(attached_trainer(self), "datamodule", None)
+        names = getattr(datamodule, "val_set_names", None)
+        if names and dataloader_idx < len(names):
+            return names[dataloader_idx]
+        return "val" if dataloader_idx == 0 else f"val_{dataloader_idx}"
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         trainable = self._trainable_state_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}

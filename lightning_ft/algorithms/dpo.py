@@ -35,6 +35,9 @@ class DPO(ReferencedPolicy):
     (no second copy in memory), a frozen copy of the base otherwise, or, with ``precompute_reference_logps``, neither:
     its log-probs are computed once before training and cached with the tokenized data, for every later epoch and run.
 
+    Validation logs ``val/loss``, ``val/rewards/...`` and ``val/logps/...`` (means over the set's pairs or examples),
+    and the same under ``val_<name>/`` for each extra validation set of the data module (``val_extra``).
+
     Loss normalisation: each micro-batch's loss is the mean over its pairs (examples for KTO), and Lightning averages
     micro-batches under gradient accumulation and devices, so every pair weighs the same when micro-batches are full.
 
@@ -98,10 +101,11 @@ class DPO(ReferencedPolicy):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._step(batch, "val")
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._step(batch, self.validation_set_name(dataloader_idx))
 
     def _step(self, batch: Batch, stage: str) -> torch.Tensor:
+        """One batch's loss, logged under ``stage``: ``train``, or the validation set's name (the data split)."""
         if self.loss_type == "kto":
             return self._unpaired_step(batch, stage)
         return self._paired_step(batch, stage)
@@ -112,7 +116,7 @@ class DPO(ReferencedPolicy):
         policy_chosen, policy_rejected = policy.chunk(2)
         inputs = [policy_chosen, policy_rejected]
         if self.paired_loss.needs_reference:
-            reference = self._reference_logps(batch, ("chosen_", "rejected_"))
+            reference = self._reference_logps(batch, ("chosen_", "rejected_"), stage)
             inputs += (reference / num_tokens if self.paired_loss.average_logps else reference).chunk(2)
         losses, chosen_rewards, rejected_rewards = self.paired_loss.function(*inputs, **self.loss_options)
         loss = losses.mean()
@@ -138,7 +142,7 @@ class DPO(ReferencedPolicy):
         policy, _ = self._sequence_logps(self.model, completions)
         with torch.no_grad():
             policy_kl, _ = self._sequence_logps(self.model, kl_pairs)
-        reference, reference_kl = self._reference_logps(batch, ("", "kl_")).chunk(2)
+        reference, reference_kl = self._reference_logps(batch, ("", "kl_"), stage).chunk(2)
         kl = self.trainer.strategy.reduce((policy_kl - reference_kl).mean(), reduce_op="mean")
         desirable = batch["desirable"].bool()
         losses, rewards = kto_loss(
@@ -178,6 +182,7 @@ class DPO(ReferencedPolicy):
             on_epoch=not on_step,
             batch_size=batch_size,
             sync_dist=not on_step,
+            add_dataloader_idx=False,
         )
         for name, value in metrics.items():
             self.log(
@@ -187,6 +192,7 @@ class DPO(ReferencedPolicy):
                 on_epoch=not on_step,
                 batch_size=counts.get(name, batch_size),
                 sync_dist=not on_step,
+                add_dataloader_idx=False,
             )
 
     def _sequence_logps(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,11 +204,11 @@ class DPO(ReferencedPolicy):
         num_sequences = int(sequence_ids.max()) + 1
         return packed_sequence_logps(hidden, output_projection(model), batch["labels"], sequence_ids, num_sequences)
 
-    def _reference_logps(self, batch: Batch, sides: tuple[str, str]) -> torch.Tensor:
-        """``(2B,)`` summed reference log-probs of both sides: the precomputed float32 values of the batch's records,
-        or the reference model run now."""
+    def _reference_logps(self, batch: Batch, sides: tuple[str, str], split: str = "val") -> torch.Tensor:
+        """``(2B,)`` summed reference log-probs of both sides: the precomputed float32 values of the batch's records
+        in ``split``, or the reference model run now."""
         if self.precompute_reference_logps:
-            table, _ = self.reference_logps_table["train" if self.training else "val"]
+            table, _ = self.reference_logps_table[split]
             values = table[batch["record"]]  # (B, 2): never in the batch, which precisions cast to bf16 / fp16
             if values.isnan().any():
                 missing = batch["record"][values.isnan().any(dim=1)].tolist()
@@ -228,7 +234,7 @@ class DPO(ReferencedPolicy):
                 f"got {type(datamodule).__name__}"
             )
         fitting = self.trainer.state.fn == TrainerFn.FITTING
-        splits = [split for split in datamodule.datasets if fitting or split == "val"]
+        splits = [split for split in datamodule.datasets if fitting or split != "train"]
         if all(
             self.reference_logps_table.get(split, (None, None))[1] is datamodule.datasets[split] for split in splits
         ):

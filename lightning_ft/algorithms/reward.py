@@ -10,10 +10,9 @@ from typing import Any
 import torch
 from peft import PeftConfig, PeftModel, TaskType
 from torch import nn
-from torchmetrics import MeanMetric
 from transformers import AutoModelForSequenceClassification
 
-from lightning_ft.algorithms.base import FineTuneModule, reset_metrics
+from lightning_ft.algorithms.base import FineTuneModule
 from lightning_ft.compat import attached_trainer
 from lightning_ft.losses.preference import bradley_terry_loss
 from lightning_ft.model.export import save_export
@@ -35,6 +34,9 @@ class RewardModel(FineTuneModule):
     rejected go through the model in one forward. The export is a plain sequence classifier (adapters merged), loadable
     with ``AutoModelForSequenceClassification.from_pretrained``; ``lightning-ft score`` scores pairs with it.
 
+    Validation logs ``val/loss``, ``val/accuracy`` and ``val/margin``, means over the set's pairs, and the same under
+    ``val_<name>/`` for each extra validation set of the data module (``val_extra``).
+
     Args:
         model: The backbone.
         center_rewards_coefficient: ``c``: keeps rewards centred at zero (0 turns it off).
@@ -44,9 +46,6 @@ class RewardModel(FineTuneModule):
     def __init__(self, model: ModelSpec, center_rewards_coefficient: float = 0.0, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.center_rewards_coefficient = center_rewards_coefficient
-        self.val_accuracy = MeanMetric()
-        self.val_margin = MeanMetric()
-        self.val_loss = MeanMetric()
 
     def build_model(self) -> nn.Module:
         adapter = self.peft
@@ -76,19 +75,24 @@ class RewardModel(FineTuneModule):
         self.log("train/margin", (chosen - rejected).mean(), batch_size=pairs)
         return loss
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Logs the set's mean loss, accuracy and margin over its pairs (batch means weighted by their pairs)."""
         losses, chosen, rejected = self.pair_losses(batch)
-        self.val_loss.update(losses)
-        self.val_accuracy.update((chosen > rejected).float())
-        self.val_margin.update(chosen - rejected)
-
-    def on_validation_epoch_end(self) -> None:
-        if self.val_accuracy.update_count == 0:
-            return
-        self.log("val/loss", self.val_loss.compute(), prog_bar=True)
-        self.log("val/accuracy", self.val_accuracy.compute(), prog_bar=True)
-        self.log("val/margin", self.val_margin.compute())
-        reset_metrics(self.val_loss, self.val_accuracy, self.val_margin)
+        name = self.validation_set_name(dataloader_idx)
+        metrics = {
+            "loss": losses.mean(),
+            "accuracy": (chosen > rejected).float().mean(),
+            "margin": (chosen - rejected).mean(),
+        }
+        for metric, value in metrics.items():
+            self.log(
+                f"{name}/{metric}",
+                value,
+                prog_bar=name == "val" and metric != "margin",
+                batch_size=chosen.shape[0],
+                sync_dist=True,
+                add_dataloader_idx=False,
+            )
 
     def pair_losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(losses, chosen_rewards, rejected_rewards)``, each ``(pairs,)``, of a side-by-side batch."""

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 from torchmetrics import MeanMetric
 
 from lightning_ft.algorithms.base import FineTuneModule, reset_metrics
@@ -32,6 +33,9 @@ class SFT(FineTuneModule):
     the accumulation count and the strategy's averaging over devices. A step therefore equals one big batch with the
     same tokens, which a mean of per-micro-batch means is not.
 
+    Validation logs ``val/loss`` and ``val/ppl`` (``exp`` of the loss), each a token-weighted mean over the whole
+    set, and the same under ``val_<name>/`` for each extra validation set of the data module (``val_extra``).
+
     Args:
         model: The model to fine-tune.
         loss_fn: ``(hidden_states, output_projection, labels) -> (loss_sum, num_trainable_tokens)``. The default,
@@ -50,7 +54,7 @@ class SFT(FineTuneModule):
         super().__init__(model, **kwargs)
         self.loss_fn = loss_fn
         self.neftune_noise_alpha = neftune_noise_alpha
-        self.val_loss = MeanMetric()
+        self.val_losses = nn.ModuleDict()  # validation set name (`validation_set_name`) -> token-weighted mean loss
         self._step_loss_sum = torch.zeros(())
         self._step_tokens = torch.zeros((), dtype=torch.long)
 
@@ -75,18 +79,24 @@ class SFT(FineTuneModule):
         self._step_tokens = torch.zeros_like(self._step_tokens)
         super().on_before_optimizer_step(optimizer)
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         loss_sum, num_tokens = self.loss_sum(batch)
+        name = self.validation_set_name(dataloader_idx)
+        if name not in self.val_losses:
+            with torch.inference_mode(False):  # `validate` runs in inference mode; a later `fit` updates in place
+                self.val_losses[name] = MeanMetric().to(self.device)
         if num_tokens > 0:
-            self.val_loss.update(loss_sum / num_tokens, weight=num_tokens)
+            self.val_losses[name].update(loss_sum / num_tokens, weight=num_tokens)
 
     def on_validation_epoch_end(self) -> None:
-        if self.val_loss.update_count == 0:
-            return
-        loss = self.val_loss.compute()
-        self.log("val/loss", loss, prog_bar=True)
-        self.log("val/ppl", torch.exp(loss) if loss < 50 else torch.tensor(math.inf))
-        reset_metrics(self.val_loss)
+        for name, metric in self.val_losses.items():
+            if metric.update_count == 0:
+                continue
+            loss = metric.compute()
+            self.log(f"{name}/loss", loss, prog_bar=name == "val", add_dataloader_idx=False)
+            ppl = torch.exp(loss) if loss < 50 else torch.tensor(math.inf)
+            self.log(f"{name}/ppl", ppl, add_dataloader_idx=False)
+        reset_metrics(*self.val_losses.values())
 
     def extra_model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Batch entries the model takes besides tokens and masks (images, for vision-language models)."""

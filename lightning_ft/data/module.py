@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,6 +31,7 @@ from lightning_ft.options import check_option
 
 TOKENIZATION_VERSION = "5"  # bump whenever tokenized rows change: old caches must not be reused
 RecordTokenizer = Callable[[Mapping[str, Any], str], dict[str, Any]]
+SET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 STATUS_DESCRIPTIONS = {
     "truncated": "truncated to {max_length} tokens",
     "dropped_too_long": "dropped as longer than {max_length} tokens",
@@ -46,6 +48,9 @@ class TokenizedData(L.LightningDataModule):
         train: Training data: a .jsonl/.json/.parquet/.csv file or a hub dataset id.
         val: Validation data in the same format; or use ``val_fraction``.
         val_fraction: Fraction of ``train`` held out (seeded) for validation when ``val`` is not given.
+        val_extra: More validation sets, ``name -> file`` in the same format as ``val`` (e.g. a general-skills set
+            that shows forgetting). Each is tokenized and cached like ``val`` and becomes its own validation loader
+            after the main one; its metrics are logged as ``val_<name>/...`` (``val_<name>/loss``, ``/ppl``).
         max_length: Longest tokenized sequence; longer ones follow ``overlong``.
         overlong: ``truncate`` longer sequences, or ``drop`` them (counts are reported either way).
         system_prompt: System message for conversations that have none.
@@ -62,6 +67,7 @@ class TokenizedData(L.LightningDataModule):
         train: str,
         val: str | None = None,
         val_fraction: float = 0.0,
+        val_extra: dict[str, str] | None = None,
         max_length: int = 2048,
         overlong: Overlong = "truncate",
         system_prompt: str | None = None,
@@ -78,9 +84,11 @@ class TokenizedData(L.LightningDataModule):
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         check_option("overlong policy", overlong, Overlong)
+        check_set_names(val_extra or {})
         self.train = train
         self.val = val
         self.val_fraction = val_fraction
+        self.val_extra = dict(val_extra or {})
         self.max_length = max_length
         self.overlong = overlong
         self.system_prompt = system_prompt
@@ -112,6 +120,13 @@ class TokenizedData(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         self.datasets = self._tokenized_splits(report=False)
 
+    @property
+    def val_set_names(self) -> list[str]:
+        """The validation sets in loader order, as their metrics are prefixed: ``val`` (the main set, from ``val`` or
+        ``val_fraction``) when there is one, then ``val_<name>`` for each of ``val_extra``."""
+        main = ["val"] if self.val is not None or self.val_fraction > 0 else []
+        return main + [f"val_{name}" for name in self.val_extra]
+
     def with_system_prompt(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
         if self.system_prompt and messages[0]["role"] != "system":
             return [{"role": "system", "content": self.system_prompt}, *messages]
@@ -132,23 +147,23 @@ class TokenizedData(L.LightningDataModule):
         return torch.Generator().manual_seed(self.seed)
 
     def _raw_splits(self) -> dict[str, tuple[str, Dataset, list[int]]]:
-        """``split -> (source, records, record numbers in the source)``; errors and reports use those numbers."""
+        """``split -> (source, records, record numbers in the source)``; errors and reports use those numbers. The
+        splits are ``train``, then the `val_set_names` in order."""
         train = load_records(self.train, split=self.split)
+        splits = {"train": (self.train, train, list(range(len(train))))}
         if self.val is not None:
             val = load_records(self.val, split=self.split)
-            return {
-                "train": (self.train, train, list(range(len(train)))),
-                "val": (self.val, val, list(range(len(val)))),
-            }
-        if self.val_fraction > 0:
+            splits["val"] = (self.val, val, list(range(len(val))))
+        elif self.val_fraction > 0:
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed)).tolist()
             held_out = max(1, round(self.val_fraction * len(train)))
             val_numbers, train_numbers = sorted(order[:held_out]), sorted(order[held_out:])
-            return {
-                "train": (self.train, train.select(train_numbers), train_numbers),
-                "val": (self.train, train.select(val_numbers), val_numbers),
-            }
-        return {"train": (self.train, train, list(range(len(train))))}
+            splits["train"] = (self.train, train.select(train_numbers), train_numbers)
+            splits["val"] = (self.train, train.select(val_numbers), val_numbers)
+        for name, source in self.val_extra.items():
+            records = load_records(source, split=self.split)
+            splits[f"val_{name}"] = (source, records, list(range(len(records))))
+        return splits
 
     def _tokenized_splits(self, report: bool) -> dict[str, Dataset]:
         tokenize = self.record_tokenizer()
@@ -205,6 +220,12 @@ class TokenizedData(L.LightningDataModule):
         }
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
+    def _val_loaders(self, loader: Callable[[str], DataLoader]) -> DataLoader | list[DataLoader]:
+        """One loader per validation set (``loader(split)`` builds it), in `val_set_names` order: a lone loader when
+        there is one set, none when there is none."""
+        loaders = [loader(split) for split in self.val_set_names if split in self.datasets]
+        return loaders[0] if len(loaders) == 1 else loaders
+
     def _loader(
         self, dataset: Any, batch_size: int, shuffle: bool, collate_fn: Callable, drop_last: bool = False
     ) -> DataLoader:
@@ -218,3 +239,18 @@ class TokenizedData(L.LightningDataModule):
             collate_fn=collate_fn,
             num_workers=self.num_workers,
         )
+
+
+def check_set_names(val_extra: Mapping[str, str]) -> None:
+    """Every extra validation set name must be an identifier other than ``val`` (its metrics are ``val_<name>/...``);
+    one error lists every bad name and why."""
+    problems = []
+    for name, source in val_extra.items():
+        if not isinstance(name, str) or not SET_NAME.match(name):
+            problems.append(f"{name!r} is not identifier-like (letters, digits, _; not starting with a digit)")
+        elif name == "val":
+            problems.append("'val' would log as 'val_val/...'; the main set is `val`: choose another name")
+        if not isinstance(source, str) or not source:
+            problems.append(f"{name!r} needs a data file or hub id, got {source!r}")
+    if problems:
+        raise ValueError("val_extra: " + "; ".join(problems))

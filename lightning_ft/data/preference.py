@@ -61,9 +61,9 @@ class PreferenceData(TokenizedData):
             to the reward model's loss as ``margin``.
         packing: Pack each micro-batch's ``2B`` sequences into one row without padding (`DPO` only; pays off
             most with flash-attention's varlen kernels, where no attention mask is built).
-        **kwargs: `TokenizedData` arguments: ``train``, ``val``, ``val_fraction``, ``max_length``, ``overlong``,
-            ``system_prompt``, ``batch_size`` (pairs per micro-batch), ``eval_batch_size``, ``num_workers``,
-            ``seed``, ``split``, ``tokenizer``.
+        **kwargs: `TokenizedData` arguments: ``train``, ``val``, ``val_fraction``, ``val_extra``, ``max_length``,
+            ``overlong``, ``system_prompt``, ``batch_size`` (pairs per micro-batch), ``eval_batch_size``,
+            ``num_workers``, ``seed``, ``split``, ``tokenizer``.
     """
 
     def __init__(
@@ -140,10 +140,12 @@ class PreferenceData(TokenizedData):
     def train_dataloader(self) -> DataLoader:
         return self._loader(self._examples("train"), self.batch_size, shuffle=True, collate_fn=self.collator())
 
-    def val_dataloader(self) -> DataLoader | list:
-        if "val" not in self.datasets:
-            return []
-        return self._loader(self._examples("val"), self.eval_batch_size, shuffle=False, collate_fn=self.collator())
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The main validation set's loader, then one per ``val_extra`` set (`val_set_names`)."""
+        collate = self.collator()
+        return self._val_loaders(
+            lambda split: self._loader(self._examples(split), self.eval_batch_size, False, collate)
+        )
 
     def predict_dataloader(self) -> DataLoader:
         """The training data in file order (records dropped while tokenizing left out), e.g. to score it."""

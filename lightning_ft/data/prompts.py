@@ -37,6 +37,11 @@ class PromptData(TokenizedData):
     """
 
     def __init__(self, train: str, fields: dict[str, str] | None = None, **kwargs: Any) -> None:
+        if kwargs.get("val_extra"):
+            raise ValueError(
+                "val_extra holds extra sets for loss-based validation (SFT, DPO, KTO, reward models); online RL "
+                "validates by generating on the `val` prompts: leave val_extra unset for PromptData"
+            )
         super().__init__(train, **kwargs)
         check_keys("field keys", fields or {}, PROMPT_FIELDS)
         self.fields = {**PROMPT_FIELDS, **(fields or {})}

@@ -36,9 +36,9 @@ class SFTData(TokenizedData):
         packing: Pack several conversations into each row of ``max_length`` tokens (no padding; attention never
             crosses conversations). ``batch_size`` then counts rows. Not for prompt/prefix tuning.
         group_by_length: Without packing, batch conversations of similar length together (less padding).
-        **kwargs: `TokenizedData` arguments: ``train``, ``val``, ``val_fraction``, ``max_length``, ``overlong``
-            (``truncate`` cuts a conversation's end), ``system_prompt``, ``batch_size``, ``eval_batch_size``,
-            ``num_workers``, ``seed``, ``split``, ``tokenizer``.
+        **kwargs: `TokenizedData` arguments: ``train``, ``val``, ``val_fraction``, ``val_extra``, ``max_length``,
+            ``overlong`` (``truncate`` cuts a conversation's end), ``system_prompt``, ``batch_size``,
+            ``eval_batch_size``, ``num_workers``, ``seed``, ``split``, ``tokenizer``.
     """
 
     def __init__(
@@ -80,10 +80,9 @@ class SFTData(TokenizedData):
     def train_dataloader(self) -> DataLoader:
         return self._sft_loader(self.datasets["train"], self.batch_size, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader | list:
-        if "val" not in self.datasets:
-            return []
-        return self._sft_loader(self.datasets["val"], self.eval_batch_size, shuffle=False)
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The main validation set's loader, then one per ``val_extra`` set (`val_set_names`)."""
+        return self._val_loaders(lambda split: self._sft_loader(self.datasets[split], self.eval_batch_size, False))
 
     def batch_columns(self, dataset: Dataset) -> list[str]:
         """The tokenized columns a batch is made of (subclasses add images)."""

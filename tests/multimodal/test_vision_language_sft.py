@@ -5,6 +5,7 @@ the projector alone, stage 2 (LoRA on the language model) lowers the loss, expor
 from __future__ import annotations
 
 import json
+import shutil
 
 import lightning as L
 import pytest
@@ -186,3 +187,23 @@ def test_answers_learn_to_depend_on_the_image(tiny_llava_dir, demo_dir, tmp_path
     with torch.no_grad():
         right, wrong = (torch.div(*module.loss_sum(inputs)).item() for inputs in (batch, rotated))
     assert right < 0.1 and wrong > 10 * right, (right, wrong)
+
+
+def test_extra_validation_sets_read_their_images_beside_their_own_file(tiny_llava_dir, demo_dir, tmp_path):
+    """``val_extra`` for vision-language SFT: a copy of the main set logs the main set's loss exactly, and a set in
+    another directory (its images relative to it) logs the loss it gets as the only validation set."""
+    shutil.copytree(demo_dir / "mllm_demo_data", tmp_path / "mllm_demo_data")
+    subset = tmp_path / "first_two.jsonl"
+    subset.write_text("".join((demo_dir / "mllm_demo.jsonl").read_text().splitlines(keepends=True)[:2]))
+    module = VisionLanguageSFT(ModelSpec(path=str(tiny_llava_dir)))
+
+    def validated(**sets) -> dict[str, float]:
+        data = MultimodalData(str(demo_dir / "mllm_demo.jsonl"), format="messages", tokenizer=module.processor, **sets)
+        trainer = quiet_trainer()
+        trainer.validate(module, datamodule=data, verbose=False)
+        return {name: float(value) for name, value in trainer.callback_metrics.items()}
+
+    demo = str(demo_dir / "mllm_demo.jsonl")
+    metrics = validated(val=demo, val_extra={"copy": demo, "first_two": str(subset)})
+    assert metrics["val_copy/loss"] == metrics["val/loss"]
+    assert metrics["val_first_two/loss"] == pytest.approx(validated(val=str(subset))["val/loss"], rel=1e-6)
