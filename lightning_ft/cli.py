@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import types
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -25,6 +28,7 @@ from lightning_ft.callbacks import (
 from lightning_ft.callbacks.resume import RunLocation, resolve_resume, run_location
 from lightning_ft.compat import cli_config_value
 from lightning_ft.data.multimodal import open_image
+from lightning_ft.eval.evaluate import evaluate
 from lightning_ft.eval.reward import score_pairs
 from lightning_ft.model.export import load_export, merge_export
 from lightning_ft.model.generation import Conversation, chat_loop
@@ -35,7 +39,8 @@ from lightning_ft.model.trainable import known_adapter_configs
 DESCRIPTION = (
     "Fine-tune LLMs: `lightning-ft fit --config RECIPE.yaml`. Besides Lightning's subcommands: "
     "`lightning-ft export --help` (merge an adapter into its base), `lightning-ft chat --help` and "
-    "`lightning-ft score --help` (score preference pairs with a reward model)."
+    "`lightning-ft score --help` (score preference pairs with a reward model), `lightning-ft eval --help` (metrics, "
+    "baselines with confidence intervals, LLM judge)."
 )
 
 
@@ -161,7 +166,32 @@ EXTRA_COMMANDS = {
     "generate": chat,
     "score": score_pairs,
     "assemble-llava": assemble_llava,
+    "eval": evaluate,
 }
+
+
+def command_arguments(function: Callable[..., Any], argv: list[str]) -> list[str]:
+    """Flags as users type them: ``--max-new-tokens`` is ``--max_new_tokens``, and a list option may be repeated
+    (``--data a.jsonl --data b.jsonl``, jsonargparse's ``--data+``) or given as a list (``--data [a,b]``)."""
+    hints = typing.get_type_hints(function)
+    lists = {name for name, hint in hints.items() if list in {typing.get_origin(hint), *map(_origin, _members(hint))}}
+    arguments = []
+    for position, argument in enumerate(argv):
+        if argument.startswith("--") and "=" not in argument:
+            argument = "--" + argument[2:].replace("-", "_")
+            following = argv[position + 1] if position + 1 < len(argv) else ""
+            if argument[2:] in lists and not following.startswith("["):
+                argument += "+"
+        arguments.append(argument)
+    return arguments
+
+
+def _members(hint: Any) -> tuple[Any, ...]:
+    return typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else ()
+
+
+def _origin(hint: Any) -> Any:
+    return typing.get_origin(hint)
 
 
 def trainer_defaults() -> dict[str, Any]:
@@ -171,7 +201,8 @@ def trainer_defaults() -> dict[str, Any]:
 def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] in EXTRA_COMMANDS:
-        result = auto_cli(EXTRA_COMMANDS[argv[0]], args=argv[1:], as_positional=False)
+        command = EXTRA_COMMANDS[argv[0]]
+        result = auto_cli(command, args=command_arguments(command, argv[1:]), as_positional=False)
         if result is not None:
             print(json.dumps(result, default=str))
         return
