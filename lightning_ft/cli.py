@@ -32,7 +32,9 @@ from lightning_ft.eval.evaluate import evaluate
 from lightning_ft.eval.reward import score_pairs
 from lightning_ft.model.export import load_export, merge_export
 from lightning_ft.model.generation import Conversation, chat_loop
+from lightning_ft.model.heads import unwrap
 from lightning_ft.model.llava import assemble_llava
+from lightning_ft.model.sampling import check_sampling_values, sampling_options
 from lightning_ft.model.spec import DTypeName
 from lightning_ft.model.trainable import known_adapter_configs
 
@@ -135,11 +137,18 @@ def chat(
     prompt: str | None = None,
     system: str | None = None,
     image: str | None = None,
-    max_new_tokens: int = 256,
-    temperature: float = 0.0,
+    max_new_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    repetition_penalty: float | None = None,
+    seed: int | None = None,
     dtype: DTypeName = "float32",
 ) -> None:
     """Answer prompts with a fine-tuned model, rendered with the chat template it was trained with.
+
+    A sampling option not given takes the value recorded in the model's generation_config.json (an export's:
+    ``--export.generation`` of the fit), else greedy decoding of up to 256 tokens.
 
     Args:
         model: An export directory (adapter or full model) or any Hugging Face model directory.
@@ -147,13 +156,28 @@ def chat(
         system: System message.
         image: An image file the first turn is about (vision-language exports); ``<image>`` in the prompt marks
             where it goes, else it comes first.
-        max_new_tokens: Longest reply.
-        temperature: 0 decodes greedily; above 0 samples.
+        max_new_tokens: Longest reply (default: as recorded in generation_config.json, else 256).
+        temperature: 0 decodes greedily; above 0 samples (default: as recorded, else 0).
+        top_p: Sample within the smallest set of most likely tokens whose probability reaches it, in (0, 1]
+            (default: as recorded, else 1: every token).
+        top_k: Sample within the k most likely tokens; 0 keeps every token (default: as recorded, else 0).
+        repetition_penalty: Penalty (> 0) on tokens already in the chat; 1 applies none (default: as recorded, else 1).
+        seed: Seeds the sampling, so the same seed gives the same replies (default: not seeded).
         dtype: Dtype to load the weights in.
     """
+    explicit = {
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "top_k": top_k,
+        "repetition_penalty": repetition_penalty,
+        "seed": seed,
+    }
+    check_sampling_values(explicit)  # before loading the model
     network, tokenizer = load_export(model, dtype=dtype)
+    sampling = sampling_options(unwrap(network).generation_config, **explicit)
     images = [open_image(Path(image), "--image")] if image else []
-    conversation = Conversation(network, tokenizer, system, images, max_new_tokens, temperature)
+    conversation = Conversation(network, tokenizer, system, images, sampling)
     if prompt:
         print(conversation.ask(prompt))
     else:

@@ -27,6 +27,7 @@ from lightning_ft.compat import attached_trainer, collect_rng_states, set_rng_st
 from lightning_ft.model.compile import compile_decoder_layers
 from lightning_ft.model.export import save_export
 from lightning_ft.model.freeze import FreezePolicy
+from lightning_ft.model.generation_defaults import GenerationDefaults
 from lightning_ft.model.precision import slow_bf16_warning
 from lightning_ft.model.sharding import shardable_spec, sharded_param_dtype
 from lightning_ft.model.spec import ModelSpec
@@ -119,9 +120,10 @@ class FineTuneModule(L.LightningModule):
         another head (reward models) override this."""
         return build_trainable_model(self.model_spec, self.peft, self.freeze, self.gradient_checkpointing)
 
-    def export(self, directory: str | Path) -> Path:
-        """Write what was trained (adapter or full model) with the tokenizer as a Hugging Face directory."""
-        return save_export(self.model, self.tokenizer, self.model_spec, directory)
+    def export(self, directory: str | Path, generation: GenerationDefaults | None = None) -> Path:
+        """Write what was trained (adapter or full model) with the tokenizer as a Hugging Face directory, with
+        ``generation`` as the defaults its ``generation_config.json`` records (default: the base model's)."""
+        return save_export(self.model, self.tokenizer, self.model_spec, directory, generation=generation)
 
     def on_fit_start(self) -> None:
         dtype = next(self.model.parameters()).dtype

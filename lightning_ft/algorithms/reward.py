@@ -16,6 +16,7 @@ from lightning_ft.algorithms.base import FineTuneModule
 from lightning_ft.compat import attached_trainer
 from lightning_ft.losses.preference import bradley_terry_loss
 from lightning_ft.model.export import save_export
+from lightning_ft.model.generation_defaults import GenerationDefaults
 from lightning_ft.model.heads import unwrap
 from lightning_ft.model.spec import ModelSpec
 from lightning_ft.model.trainable import build_trainable_model
@@ -106,8 +107,9 @@ class RewardModel(FineTuneModule):
         )
         return losses, chosen.detach(), rejected.detach()
 
-    def export(self, directory: str | Path) -> Path:
-        """A standalone sequence classifier: adapters are merged into a copy, so training can go on."""
+    def export(self, directory: str | Path, generation: GenerationDefaults | None = None) -> Path:
+        """A standalone sequence classifier: adapters are merged into a copy, so training can go on. It generates
+        nothing, so ``generation`` must be ``None``."""
         model = self.model
         if isinstance(model, PeftModel):
             model = copy.deepcopy(model).merge_and_unload()
@@ -115,7 +117,7 @@ class RewardModel(FineTuneModule):
         details = {"task": "reward"}
         if datamodule is not None and hasattr(datamodule, "add_special_tokens"):
             details.update(add_special_tokens=datamodule.add_special_tokens, max_length=datamodule.max_length)
-        return save_export(model, self.tokenizer, self.model_spec, directory, details)
+        return save_export(model, self.tokenizer, self.model_spec, directory, details, generation)
 
 
 def reward_head(model: nn.Module) -> nn.Module:

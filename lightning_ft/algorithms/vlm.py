@@ -12,6 +12,7 @@ from transformers import AutoModelForImageTextToText
 
 from lightning_ft.algorithms.sft import SFT
 from lightning_ft.model.export import save_export
+from lightning_ft.model.generation_defaults import GenerationDefaults
 from lightning_ft.model.spec import ModelSpec
 from lightning_ft.model.trainable import load_for_training
 from lightning_ft.model.vision import language_model_peft_config, set_trainable_parts, vision_language_parts
@@ -76,8 +77,8 @@ class VisionLanguageSFT(SFT):
     def extra_model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {name: batch[name] for name in VISION_INPUTS if name in batch}
 
-    def export(self, directory: str | Path) -> Path:
+    def export(self, directory: str | Path, generation: GenerationDefaults | None = None) -> Path:
         """The adapter (projector included) or full model with the processor; loads with `AutoProcessor` and
         `AutoModelForImageTextToText` (adapters through `load_export` or peft)."""
         details = {"auto_class": "AutoModelForImageTextToText"}
-        return save_export(self.model, self.processor, self.model_spec, directory, details)
+        return save_export(self.model, self.processor, self.model_spec, directory, details, generation)

@@ -9,6 +9,8 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from lightning_ft.model.generation_defaults import GenerationDefaults
+
 
 class HuggingFaceExport(Callback):
     """Writes the adapter (or full model) with its tokenizer and chat template to ``<log_dir>/<dirname>/``:
@@ -18,12 +20,22 @@ class HuggingFaceExport(Callback):
         dirname: Folder under the run's log directory.
         on_checkpoint: Export whenever Lightning saves a checkpoint.
         at_end: Export when training ends.
+        generation: Decoding defaults the export's ``generation_config.json`` records for transformers, vLLM and
+            ``lightning-ft chat``, e.g. ``{temperature: 0.7, top_p: 0.9}``; ``None`` keeps the base model's. Either
+            way it stops generation at the end-of-turn tokens.
     """
 
-    def __init__(self, dirname: str = "hf", on_checkpoint: bool = True, at_end: bool = True) -> None:
+    def __init__(
+        self,
+        dirname: str = "hf",
+        on_checkpoint: bool = True,
+        at_end: bool = True,
+        generation: GenerationDefaults | None = None,
+    ) -> None:
         self.dirname = dirname
         self.on_checkpoint = on_checkpoint
         self.at_end = at_end
+        self.generation = generation
         self.last_export: Path | None = None
 
     def export_dir(self, trainer: L.Trainer) -> Path:
@@ -43,5 +55,5 @@ class HuggingFaceExport(Callback):
         directory = self.export_dir(trainer) / name  # on every rank: trainer.log_dir broadcasts under DDP
         if not trainer.is_global_zero:
             return None
-        self.last_export = pl_module.export(directory)
+        self.last_export = pl_module.export(directory, generation=self.generation)
         return self.last_export

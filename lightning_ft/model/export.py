@@ -19,12 +19,16 @@ from transformers import (
     AutoModelForImageTextToText,
     AutoProcessor,
     AutoTokenizer,
+    GenerationConfig,
     PreTrainedModel,
     ProcessorMixin,
 )
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+from transformers.utils import GENERATION_CONFIG_NAME
 
 from lightning_ft.model.bottleneck import has_bottleneck_adapters, load_bottleneck_adapters, save_bottleneck_adapters
+from lightning_ft.model.generation_defaults import GenerationDefaults, export_generation_config
+from lightning_ft.model.heads import unwrap
 from lightning_ft.model.spec import DTypeName, ModelSpec, torch_dtype
 
 MANIFEST_NAME = "lightning_ft.json"
@@ -45,13 +49,16 @@ def save_export(
     spec: ModelSpec,
     directory: str | Path,
     details: dict[str, Any] | None = None,
+    generation: GenerationDefaults | None = None,
 ) -> Path:
     """Write the adapter (or full model), tokenizer (or processor) and manifest (with ``details``, e.g. how inputs
-    were built) to ``directory``.
+    were built) to ``directory``, and for a model that generates, ``generation_config.json``: the base model's own
+    (or ``generation`` when given) with generation stopping at the end of a trained turn.
 
     The files go to a sibling temporary directory first and replace ``directory`` only once complete, so an
     interrupted export never leaves a half-written one in place of the previous good one.
     """
+    generation_config = _generation_config(model, tokenizer, generation)
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = directory.with_name(f".{directory.name}.partial-{os.getpid()}")
@@ -65,10 +72,28 @@ def save_export(
     else:
         model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    if generation_config is not None:
+        generation_config.save_pretrained(staging)
     manifest = {"kind": kind, "base": spec.to_dict(), **(details or {})}
     (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
     _replace_directory(staging, directory)
     return directory
+
+
+def _generation_config(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase | ProcessorMixin, generation: GenerationDefaults | None
+) -> GenerationConfig | None:
+    """What the export's ``generation_config.json`` holds, checked as ``save_pretrained`` will check it; ``None`` for
+    a model that does not generate."""
+    base = unwrap(model)
+    if not (isinstance(base, PreTrainedModel) and base.can_generate()):
+        if generation is not None:
+            raise ValueError(f"Generation defaults were given, but a {type(base).__name__} does not generate text")
+        return None
+    text_tokenizer = tokenizer.tokenizer if isinstance(tokenizer, ProcessorMixin) else tokenizer
+    config = export_generation_config(base.generation_config, text_tokenizer, generation)
+    config.validate(strict=True)
+    return config
 
 
 def _replace_directory(staging: Path, directory: Path) -> None:
@@ -92,7 +117,8 @@ def load_export(
     Adapters are applied to their base model, loaded from the spec recorded at training time (or from ``base``, a
     directory or hub id holding the same base, e.g. on another machine); with ``merge`` a PEFT adapter is folded into
     the base weights and a plain ``PreTrainedModel`` comes back. Vision-language exports come back with their
-    processor in place of the tokenizer.
+    processor in place of the tokenizer. The model's ``generation_config`` is the export's ``generation_config.json``
+    (for adapters too, not their base's), so ``generate`` and `lightning-ft chat` use the defaults it records.
     """
     directory = Path(directory)
     manifest = read_manifest(directory)
@@ -117,15 +143,22 @@ def load_export(
                 "A bottleneck adapter has a non-linearity and cannot be merged into the base weights; "
                 "load it with `lightning-ft chat` or `lightning_ft.model.export.load_export`."
             )
-        return load_bottleneck_adapters(base_model, directory).eval(), tokenizer
-    model = PeftModel.from_pretrained(base_model, directory)
+        return _with_generation_config(load_bottleneck_adapters(base_model, directory), directory).eval(), tokenizer
+    model = _with_generation_config(PeftModel.from_pretrained(base_model, directory), directory)
     if merge:
         model = model.merge_and_unload()
     return model.eval(), tokenizer
 
 
+def _with_generation_config(model: nn.Module, directory: Path) -> nn.Module:
+    if (directory / GENERATION_CONFIG_NAME).exists():
+        unwrap(model).generation_config = GenerationConfig.from_pretrained(directory)
+    return model
+
+
 def merge_export(directory: str | Path, output: str | Path, dtype: DTypeName = "float32") -> Path:
-    """Merge an adapter export into its base and write a standalone model that needs neither peft nor us."""
+    """Merge an adapter export into its base and write a standalone model that needs neither peft nor us, with the
+    export's ``generation_config.json``."""
     model, tokenizer = load_export(directory, dtype=dtype, merge=True)
     if not isinstance(model, PreTrainedModel):
         raise TypeError(f"Merging {directory} produced a {type(model).__name__}, not a transformers model")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -14,6 +15,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from lightning_ft.model.chat_templates import END_OF_TURN_TOKENS
 from lightning_ft.model.heads import unwrap
+from lightning_ft.model.sampling import SamplingOptions
 
 
 def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -25,11 +27,9 @@ def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 
 def policy_sampling(temperature: float, top_p: float = 1.0) -> dict[str, Any]:
     """``generate`` options that sample from exactly ``softmax(logits / temperature)`` (restricted to the top-``p``
-    nucleus when ``top_p < 1``), or decode greedily at temperature 0. ``top_k`` is switched off explicitly: left unset,
-    transformers applies its default of 50. Use inside `without_generation_defaults`."""
-    if temperature <= 0:
-        return {"do_sample": False}
-    return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+    nucleus when ``top_p < 1``; no top-k, no repetition penalty), or decode greedily at temperature 0, as RL rollouts
+    need. Use inside `without_generation_defaults`."""
+    return SamplingOptions(temperature=temperature, top_p=top_p).decoding_kwargs()
 
 
 @contextmanager
@@ -50,12 +50,13 @@ def generate_reply(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase | ProcessorMixin,
     messages: list[dict[str, str]],
-    max_new_tokens: int = 256,
-    temperature: float = 0.0,
+    sampling: SamplingOptions | None = None,
     images: list[Image.Image] | None = None,
 ) -> str:
-    """Render ``messages`` with the tokenizer's chat template and generate the assistant's next turn. With a
-    vision-language model's processor, ``images`` fill the turns' image tokens in order."""
+    """Render ``messages`` with the tokenizer's chat template and generate the assistant's next turn with exactly
+    ``sampling`` (default: greedy), seeded by its seed. With a vision-language model's processor, ``images`` fill
+    the turns' image tokens in order."""
+    sampling = sampling or SamplingOptions()
     processor = tokenizer if isinstance(tokenizer, ProcessorMixin) else None
     if processor is not None:
         tokenizer = processor.tokenizer
@@ -68,14 +69,15 @@ def generate_reply(
     else:
         inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
     inputs = inputs.to(device)
-    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
-    output = model.generate(
-        **inputs,
-        max_new_tokens=max_new_tokens,
-        eos_token_id=stop_token_ids(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        **sampling,
-    )
+    if sampling.seed is not None:
+        torch.manual_seed(sampling.seed)
+    with without_generation_defaults(model):
+        output = model.generate(
+            **inputs,
+            eos_token_id=stop_token_ids(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+            **sampling.generate_kwargs(),
+        )
     return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
@@ -98,6 +100,7 @@ def generate_replies(
     ``softmax(logits / temperature)`` within the top-``p`` nucleus, seeded by ``seed`` and the batch's position.
     ``on_batch(indices, replies)`` is called after each batch, so a caller can keep what was generated so far.
     """
+    sampling = SamplingOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     prompts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
     encoded = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
@@ -117,10 +120,9 @@ def generate_replies(
             output = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
-                max_new_tokens=max_new_tokens,
                 eos_token_id=stop_token_ids(tokenizer),
                 pad_token_id=pad_id,
-                **policy_sampling(temperature, top_p),
+                **sampling.generate_kwargs(),
             )
         texts = tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
         for i, text in zip(indices, texts, strict=True):
@@ -140,8 +142,8 @@ class Conversation:
         tokenizer: Its tokenizer or processor.
         system: System message.
         images: Images of the first user turn.
-        max_new_tokens: Longest reply.
-        temperature: 0 decodes greedily; above 0 samples.
+        sampling: How each token is picked (default: greedy); with a seed, turn ``n`` (from 0) is seeded with
+            ``seed + n``, so a chat is reproducible without every turn reusing the same random draws.
     """
 
     def __init__(
@@ -150,24 +152,23 @@ class Conversation:
         tokenizer: PreTrainedTokenizerBase | ProcessorMixin,
         system: str | None = None,
         images: list[Image.Image] | None = None,
-        max_new_tokens: int = 256,
-        temperature: float = 0.0,
+        sampling: SamplingOptions | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.images = list(images or [])
-        self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
+        self.sampling = sampling or SamplingOptions()
         self.messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
         self.image_token = getattr(tokenizer, "image_token", "<image>")
 
     def ask(self, text: str) -> str:
         """Add a user turn, generate the assistant's reply, add it, and return it."""
-        first_turn = not any(message["role"] == "user" for message in self.messages)
-        content = self._with_images(text) if first_turn and self.images else text
+        turn = sum(message["role"] == "user" for message in self.messages)
+        content = self._with_images(text) if turn == 0 and self.images else text
         self.messages.append({"role": "user", "content": content})
+        seed = None if self.sampling.seed is None else self.sampling.seed + turn
         reply = generate_reply(
-            self.model, self.tokenizer, self.messages, self.max_new_tokens, self.temperature, self.images
+            self.model, self.tokenizer, self.messages, replace(self.sampling, seed=seed), self.images
         )
         self.messages.append({"role": "assistant", "content": reply})
         return reply

@@ -5,6 +5,7 @@ empty line or the end of input."""
 from __future__ import annotations
 
 from lightning_ft.model.generation import Conversation, chat_loop
+from lightning_ft.model.sampling import SamplingOptions
 from lightning_ft.model.spec import ModelSpec
 from tests.helpers import greedy_reply
 
@@ -12,7 +13,7 @@ from tests.helpers import greedy_reply
 def test_each_reply_continues_the_whole_history(tiny_model_dir):
     spec = ModelSpec(path=str(tiny_model_dir))
     model, tokenizer = spec.load_model().eval(), spec.load_tokenizer()
-    conversation = Conversation(model, tokenizer, system="Answer briefly.", max_new_tokens=6)
+    conversation = Conversation(model, tokenizer, system="Answer briefly.", sampling=SamplingOptions(max_new_tokens=6))
     first = conversation.ask("Say hello.")
     expected = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Say hello."}]
     assert first == greedy_reply(model, tokenizer, expected, 6)
