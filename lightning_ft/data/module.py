@@ -26,6 +26,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from lightning_ft.data.sampling import SeededRandomSampler
 from lightning_ft.data.sources import DataError, load_records
+from lightning_ft.data.template_defaults import with_template_defaults
 from lightning_ft.data.tokenize import DROPPED, Overlong
 from lightning_ft.options import check_option
 
@@ -54,6 +55,8 @@ class TokenizedData(L.LightningDataModule):
         max_length: Longest tokenized sequence; longer ones follow ``overlong``.
         overlong: ``truncate`` longer sequences, or ``drop`` them (counts are reported either way).
         system_prompt: System message for conversations that have none.
+        chat_template_kwargs: Keyword arguments of the chat template, e.g. ``{enable_thinking: false}``. They are
+            written into the tokenizer's template as its defaults, so the export renders the same way everywhere.
         batch_size: Examples per micro-batch.
         eval_batch_size: Validation batch size (default: ``batch_size``).
         num_workers: DataLoader worker processes.
@@ -71,6 +74,7 @@ class TokenizedData(L.LightningDataModule):
         max_length: int = 2048,
         overlong: Overlong = "truncate",
         system_prompt: str | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
         batch_size: int = 8,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -92,6 +96,7 @@ class TokenizedData(L.LightningDataModule):
         self.max_length = max_length
         self.overlong = overlong
         self.system_prompt = system_prompt
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -135,11 +140,17 @@ class TokenizedData(L.LightningDataModule):
     def _require_tokenizer(self) -> PreTrainedTokenizerBase:
         if self.tokenizer is None:
             raise ValueError(f"{type(self).__name__} has no tokenizer: pass `tokenizer=` (the CLI links the model's).")
-        if isinstance(
-            self.tokenizer, ProcessorMixin
-        ):  # a vision-language model's processor: text goes to its tokenizer
-            return self.tokenizer.tokenizer
-        return self.tokenizer
+        # a vision-language model's processor: text goes to its tokenizer
+        text = self.tokenizer.tokenizer if isinstance(self.tokenizer, ProcessorMixin) else self.tokenizer
+        if self.chat_template_kwargs:
+            if not text.chat_template:
+                raise ValueError("chat_template_kwargs needs a chat template: the tokenizer has none")
+            text.chat_template = with_template_defaults(text.chat_template, self.chat_template_kwargs)
+            if isinstance(self.tokenizer, ProcessorMixin) and getattr(self.tokenizer, "chat_template", None):
+                self.tokenizer.chat_template = with_template_defaults(
+                    self.tokenizer.chat_template, self.chat_template_kwargs
+                )
+        return text
 
     def _generator(self) -> torch.Generator:
         """The loaders' own seeded generator: shuffling and worker seeds never draw from the global RNG, so a

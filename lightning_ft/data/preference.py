@@ -51,8 +51,8 @@ class PreferenceData(TokenizedData):
 
     Args:
         format: ``pairs``, ``hh_rlhf``, ``sharegpt`` or ``kto``.
-        fields: Rename fields, e.g. ``{"chosen": "better"}``; keys per format: prompt, chosen, rejected, system
-            (``kto``: messages, label, system).
+        fields: Rename fields, e.g. ``{"chosen": "better"}``; keys per format: prompt, chosen, rejected, system,
+            tools (``hh_rlhf``: chosen, rejected, system; ``kto``: messages, label, system, tools).
         max_prompt_length: When a pair is truncated, its prompt keeps at least this many tokens (its end); the
             responses lose their ends first (default ``max_length // 2``).
         add_special_tokens: Wrap each sequence in the tokenizer's special tokens, e.g. ``[CLS] ... [SEP]`` for
@@ -61,6 +61,8 @@ class PreferenceData(TokenizedData):
             to the reward model's loss as ``margin``.
         packing: Pack each micro-batch's ``2B`` sequences into one row without padding (`DPO` only; pays off
             most with flash-attention's varlen kernels, where no attention mask is built).
+        train_on_reasoning: Whether the responses' reasoning (``reasoning_content`` or ``<think>...</think>``, where
+            the template renders it) carries labels, i.e. counts in their log-probabilities.
         **kwargs: `TokenizedData` arguments: ``train``, ``val``, ``val_fraction``, ``val_extra``, ``max_length``,
             ``overlong``, ``system_prompt``, ``batch_size`` (pairs per micro-batch), ``eval_batch_size``,
             ``num_workers``, ``seed``, ``split``, ``tokenizer``.
@@ -75,9 +77,11 @@ class PreferenceData(TokenizedData):
         add_special_tokens: bool = False,
         margin_field: str | None = None,
         packing: bool = False,
+        train_on_reasoning: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(train, **kwargs)
+        self.train_on_reasoning = train_on_reasoning
         if packing and format == "kto":
             raise ValueError("packing applies to pairs; KTO scores its completions and KL pairs in separate forwards")
         self.packing = packing
@@ -105,11 +109,17 @@ class PreferenceData(TokenizedData):
             "add_special_tokens": self.add_special_tokens,
             "margin_field": self.margin_field,
             "seed": self.seed if self.unpaired else None,  # fixes the KL pairs
+            "train_on_reasoning": self.train_on_reasoning,
         }
 
     def record_tokenizer(self) -> RecordTokenizer:
         pairs = PreferenceTokenizer(
-            self._require_tokenizer(), self.max_length, self.max_prompt_length, self.overlong, self.add_special_tokens
+            self._require_tokenizer(),
+            self.max_length,
+            self.max_prompt_length,
+            self.overlong,
+            self.add_special_tokens,
+            self.train_on_reasoning,
         )
 
         def tokenize(record: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -119,9 +129,9 @@ class PreferenceData(TokenizedData):
                 row = dict(empty_row(self.unpaired, "dropped_identical"))
                 return {**row, "margin": 0.0} if self.margin_field else row
             if isinstance(example, PreferencePair):
-                row = dict(pairs(replace(example, prompt=self.with_system_prompt(example.prompt))))
+                row = dict(pairs(replace(example, prompt=self.with_system_prompt(example.prompt)), where))
                 return {**row, "margin": self._margin(record, where)} if self.margin_field else row
-            return dict(pairs.unpaired(replace(example, prompt=self.with_system_prompt(example.prompt))))
+            return dict(pairs.unpaired(replace(example, prompt=self.with_system_prompt(example.prompt)), where))
 
         return tokenize
 

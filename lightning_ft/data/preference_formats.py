@@ -8,6 +8,8 @@ Paired formats give a `PreferencePair`; KTO's unpaired records give an `Unpaired
   they stop agreeing, at the last user turn they share.
 - ``sharegpt``: ``conversations`` (from/value) as the prompt, ``chosen`` / ``rejected`` one message or messages.
 - ``kto``: ``messages`` ending in the assistant response, and a bool ``label`` (True = desirable).
+
+Turns may carry reasoning and tool calls, and records their ``tools``, as chat data does (`lightning_ft.data.formats`).
 """
 
 from __future__ import annotations
@@ -17,16 +19,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lightning_ft.data.formats import Message, turn_to_message
+from lightning_ft.data.formats import Message, record_tools, turn_to_message
 from lightning_ft.data.sources import DataError
 from lightning_ft.options import check_option
 
 PreferenceFormat = Literal["pairs", "hh_rlhf", "sharegpt", "kto"]
 PREFERENCE_FIELDS: dict[str, dict[str, str]] = {
-    "pairs": {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected", "system": "system"},
+    "pairs": {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected", "system": "system", "tools": "tools"},
     "hh_rlhf": {"chosen": "chosen", "rejected": "rejected", "system": "system"},
-    "sharegpt": {"prompt": "conversations", "chosen": "chosen", "rejected": "rejected", "system": "system"},
-    "kto": {"messages": "messages", "label": "label", "system": "system"},
+    "sharegpt": {
+        "prompt": "conversations",
+        "chosen": "chosen",
+        "rejected": "rejected",
+        "system": "system",
+        "tools": "tools",
+    },
+    "kto": {"messages": "messages", "label": "label", "system": "system", "tools": "tools"},
 }
 HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
 
@@ -40,6 +48,7 @@ class PreferencePair:
     prompt: list[Message]
     chosen: list[Message]
     rejected: list[Message]
+    tools: list[dict[str, Any]] | None = None  # tool schemas the template renders with the prompt
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,7 @@ class UnpairedExample:
     prompt: list[Message]
     completion: list[Message]
     desirable: bool
+    tools: list[dict[str, Any]] | None = None
 
 
 def record_to_preference(
@@ -57,9 +67,11 @@ def record_to_preference(
         raise DataError(f"{where}: expected an object, got {type(record).__name__}")
     check_option("preference format", format, PREFERENCE_FIELDS)
     system = record.get(fields["system"])
+    tools = record_tools(record, fields["tools"], where) if "tools" in fields else None
     if format == "kto":
         example = kto_example(record, fields, where)
-        return UnpairedExample(with_system(example.prompt, system, where), example.completion, example.desirable)
+        prompt = with_system(example.prompt, system, where)
+        return UnpairedExample(prompt, example.completion, example.desirable, tools)
     if format == "hh_rlhf":
         pair = hh_rlhf_pair(record, fields, where)
     else:  # pairs, sharegpt
@@ -71,7 +83,7 @@ def record_to_preference(
         raise IdenticalPair(f"{where}: chosen and rejected are identical")
     if not pair.prompt or pair.prompt[-1]["role"] != "user":
         raise DataError(f"{where}: the prompt must end with a user turn")
-    return PreferencePair(with_system(pair.prompt, system, where), pair.chosen, pair.rejected)
+    return PreferencePair(with_system(pair.prompt, system, where), pair.chosen, pair.rejected, tools)
 
 
 def required(record: Mapping[str, Any], field: str, where: str) -> Any:

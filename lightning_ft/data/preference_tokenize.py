@@ -15,7 +15,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from lightning_ft.data.formats import Message
 from lightning_ft.data.preference_formats import PreferencePair, UnpairedExample
-from lightning_ft.data.tokenize import DROPPED, IGNORE_INDEX, ConversationTokenizer, Overlong, Status, _inside
+from lightning_ft.data.tokenize import DROPPED, IGNORE_INDEX, ConversationTokenizer, Overlong, Status, Tools
 
 
 class TokenizedPair(TypedDict):
@@ -44,6 +44,7 @@ class PreferenceTokenizer:
         overlong: ``truncate`` or ``drop`` pairs longer than ``max_length``.
         add_special_tokens: Wrap every sequence in the tokenizer's own special tokens (``[CLS] ... [SEP]`` for
             BERT-style encoders). Chat templates of decoder models write theirs already.
+        train_on_reasoning: Whether the responses' reasoning tokens carry labels (see `ConversationTokenizer`).
     """
 
     def __init__(
@@ -53,8 +54,11 @@ class PreferenceTokenizer:
         max_prompt_length: int | None = None,
         overlong: Overlong = "truncate",
         add_special_tokens: bool = False,
+        train_on_reasoning: bool = True,
     ) -> None:
-        self.conversations = ConversationTokenizer(tokenizer, max_length, overlong=overlong)
+        self.conversations = ConversationTokenizer(
+            tokenizer, max_length, overlong=overlong, train_on_reasoning=train_on_reasoning
+        )
         self.tokenizer = tokenizer
         self.prefix, self.suffix = special_tokens_around(tokenizer) if add_special_tokens else ([], [])
         self.max_length = max_length - len(self.prefix) - len(self.suffix)
@@ -66,17 +70,16 @@ class PreferenceTokenizer:
             )
         self.overlong = overlong
 
-    def split(self, prompt: list[Message], response: list[Message]) -> tuple[list[int], list[int], list[int]]:
+    def split(
+        self, prompt: list[Message], response: list[Message], tools: Tools = None, where: str = "record"
+    ) -> tuple[list[int], list[int], list[int]]:
         """``(prompt_ids, response_ids, response_labels)`` of one rendering of ``prompt + response``."""
         messages = prompt + response
-        text, spans = self.conversations.assistant_spans(messages)
-        response_spans = spans[len(spans) - sum(m["role"] == "assistant" for m in response) :]
-        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        rendered = self.conversations.locate(messages, tools, where)
+        response_spans = rendered.turns[len(rendered.turns) - sum(m["role"] == "assistant" for m in response) :]
+        encoding = self.tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
-        labels = [
-            token if any(_inside(text, offset, span) for span in response_spans) else IGNORE_INDEX
-            for token, offset in zip(ids, offsets, strict=True)
-        ]
+        labels = rendered.labels(ids, offsets, response_spans)
         # The prompt is everything before the first response turn's span (which starts where the prompt rendered with
         # its generation prompt ends); no labelled token may fall before it.
         start = response_spans[0][0]
@@ -84,9 +87,9 @@ class PreferenceTokenizer:
         boundary = min(boundary, next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), len(ids)))
         return ids[:boundary], ids[boundary:], labels[boundary:]
 
-    def __call__(self, pair: PreferencePair) -> TokenizedPair:
-        prompt_c, chosen, chosen_labels = self.split(pair.prompt, pair.chosen)
-        prompt_r, rejected, rejected_labels = self.split(pair.prompt, pair.rejected)
+    def __call__(self, pair: PreferencePair, where: str = "record") -> TokenizedPair:
+        prompt_c, chosen, chosen_labels = self.split(pair.prompt, pair.chosen, pair.tools, f"{where}, chosen")
+        prompt_r, rejected, rejected_labels = self.split(pair.prompt, pair.rejected, pair.tools, f"{where}, rejected")
         longer = max((prompt_c, chosen), (prompt_r, rejected), key=lambda side: len(side[0]) + len(side[1]))
         status = self.fit(len(longer[0]), len(longer[1]))
         if status in DROPPED:
@@ -116,10 +119,10 @@ class PreferenceTokenizer:
             status=status,
         )
 
-    def unpaired(self, example: UnpairedExample) -> TokenizedUnpaired:
+    def unpaired(self, example: UnpairedExample, where: str = "record") -> TokenizedUnpaired:
         """One prompt + completion with its desirability; ``prompt_length`` counts the tokens before the completion
         (special tokens included), so a completion can be re-paired with another prompt (KTO's KL estimate)."""
-        prompt, completion, labels = self.split(example.prompt, example.completion)
+        prompt, completion, labels = self.split(example.prompt, example.completion, example.tools, where)
         status = self.fit(len(prompt), len(completion))
         keep_prompt, keep_response = self.kept_lengths(len(prompt), len(completion))
         ids, labels = self.join(prompt, completion, labels, keep_prompt, keep_response)

@@ -21,6 +21,7 @@ from lightning_ft.data.formats import (
     chat_to_messages,
     field_names,
     instruction_to_messages,
+    record_tools,
 )
 from lightning_ft.data.module import RecordTokenizer, TokenizedData
 from lightning_ft.data.packing import PackedDataset, PackingCollator
@@ -36,6 +37,8 @@ class SFTData(TokenizedData):
         packing: Pack several conversations into each row of ``max_length`` tokens (no padding; attention never
             crosses conversations). ``batch_size`` then counts rows. Not for prompt/prefix tuning.
         group_by_length: Without packing, batch conversations of similar length together (less padding).
+        train_on_reasoning: Whether the reasoning of assistant turns (``reasoning_content``, or ``<think>...</think>``
+            in the content) carries loss where the template renders it; the tags around it and the answer always do.
         **kwargs: `TokenizedData` arguments: ``train``, ``val``, ``val_fraction``, ``val_extra``, ``max_length``,
             ``overlong`` (``truncate`` cuts a conversation's end), ``system_prompt``, ``batch_size``,
             ``eval_batch_size``, ``num_workers``, ``seed``, ``split``, ``tokenizer``.
@@ -47,6 +50,7 @@ class SFTData(TokenizedData):
         train_on: TrainOn = "assistant",
         packing: bool = True,
         group_by_length: bool = False,
+        train_on_reasoning: bool = True,
         **kwargs: Any,
     ) -> None:
         if packing and group_by_length:
@@ -57,23 +61,31 @@ class SFTData(TokenizedData):
         self.train_on = train_on
         self.packing = packing
         self.group_by_length = group_by_length
+        self.train_on_reasoning = train_on_reasoning
 
     # Subclasses: one record -> canonical conversation.
     def to_messages(self, record: Mapping[str, Any], where: str) -> list[Message]:
         raise NotImplementedError
+
+    def to_tools(self, record: Mapping[str, Any], where: str) -> list[dict[str, Any]] | None:
+        """The tool schemas the record's conversation may call (None: no tools)."""
+        return None
 
     def format_options(self) -> dict[str, Any]:
         """The subclass's options that change how records become conversations (part of the cache key)."""
         return {}
 
     def token_options(self) -> dict[str, Any]:
-        return {"train_on": self.train_on, **self.format_options()}
+        return {"train_on": self.train_on, "train_on_reasoning": self.train_on_reasoning, **self.format_options()}
 
     def record_tokenizer(self) -> RecordTokenizer:
-        conversations = ConversationTokenizer(self._require_tokenizer(), self.max_length, self.train_on, self.overlong)
+        conversations = ConversationTokenizer(
+            self._require_tokenizer(), self.max_length, self.train_on, self.overlong, self.train_on_reasoning
+        )
 
         def tokenize(record: Mapping[str, Any], where: str) -> dict[str, Any]:
-            return dict(conversations(self.with_system_prompt(self.to_messages(record, where))))
+            messages = self.with_system_prompt(self.to_messages(record, where))
+            return dict(conversations(messages, self.to_tools(record, where), where))
 
         return tokenize
 
@@ -135,11 +147,16 @@ class InstructionData(SFTData):
 
 class ChatData(SFTData):
     """Multi-turn conversations: ``messages`` (role/content) or ShareGPT ``conversations`` (from/value), with an
-    optional ``system`` field.
+    optional ``system`` field, and for tool calling an optional ``tools`` field (JSON schemas, or their JSON text).
+
+    Assistant turns may carry ``reasoning_content`` (or ``reasoning`` / ``thinking``) and ``tool_calls`` (OpenAI's
+    shape, or ``{name, arguments}``); ShareGPT's ``function_call`` turns are assistant tool calls and its
+    ``observation`` turns tool results (glaive / LLaMA-Factory data). The template renders tools and calls; the
+    assistant's calls are trained, tool results and schemas are not.
 
     Args:
         format: ``messages`` or ``sharegpt`` (sets the default field names).
-        fields: Rename fields; keys: messages, role, content, system.
+        fields: Rename fields; keys: messages, role, content, system, tools.
     """
 
     def __init__(
@@ -154,3 +171,6 @@ class ChatData(SFTData):
 
     def to_messages(self, record: Mapping[str, Any], where: str) -> list[Message]:
         return chat_to_messages(record, self.fields, where)
+
+    def to_tools(self, record: Mapping[str, Any], where: str) -> list[dict[str, Any]] | None:
+        return record_tools(record, self.fields["tools"], where)

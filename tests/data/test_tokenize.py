@@ -102,11 +102,13 @@ def test_truncate_drop_and_no_trainable_tokens():
     assert exact["status"] == "ok"
 
 
-def test_template_that_is_not_prefix_stable_is_reported():
+def test_a_turn_that_cannot_be_located_is_reported_with_the_turn():
     tokenizer = build_tiny_tokenizer()
     # Renders the number of messages first, so a shorter conversation is never a prefix of a longer one.
     tokenizer.chat_template = "{{ messages | length }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    with pytest.raises(DataError, match="not prefix-stable"):
+    with pytest.raises(
+        DataError, match="assistant turn 1 \\('The capital of France is Paris.'\\): the turn cannot be located"
+    ):
         ConversationTokenizer(tokenizer, max_length=64)(THREE_TURNS[:3])
 
 
