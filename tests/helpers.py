@@ -193,8 +193,9 @@ def write_jsonl(path: Path, records: Iterable[Any]) -> Path:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSONL file, blank lines skipped (as the data loaders skip them)."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The records of a JSONL file, blank lines skipped (as the data loaders skip them). Split on newlines only:
+    text such as GSM8K's holds U+2028, which ``splitlines`` would also split on."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
 def identical_pairs(records: Sequence[dict[str, Any]]) -> list[int]:
