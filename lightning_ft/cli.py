@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -37,6 +38,13 @@ from lightning_ft.model.llava import assemble_llava
 from lightning_ft.model.sampling import check_sampling_values, sampling_options
 from lightning_ft.model.spec import DTypeName
 from lightning_ft.model.trainable import known_adapter_configs
+from lightning_ft.prep.augment import augment
+from lightning_ft.prep.clean import clean
+from lightning_ft.prep.convert import convert
+from lightning_ft.prep.generate import generate
+from lightning_ft.prep.leak import leak_check
+from lightning_ft.prep.split import split
+from lightning_ft.prep.stats import stats
 
 DESCRIPTION = (
     "Fine-tune LLMs: `lightning-ft fit --config RECIPE.yaml`. Besides Lightning's subcommands: "
@@ -184,6 +192,64 @@ def chat(
         chat_loop(conversation)
 
 
+DATA_COMMANDS: dict[str, Callable[..., Any]] = {
+    "stats": stats,
+    "clean": clean,
+    "split": split,
+    "leak-check": leak_check,
+    "convert": convert,
+    "generate": generate,
+    "augment": augment,
+}
+
+
+def data_arguments(function: Callable[..., Any], argv: list[str]) -> list[str]:
+    """`command_arguments` for a `lightning-ft data` command, whose required parameters are positional: given in
+    order, or by name as a flag (``convert IN OUT --to messages``); a list parameter among them takes every
+    remaining positional value (``leak-check TRAIN EVAL [EVAL ...]``)."""
+    if any(argument in ("--help", "-h") for argument in argv):
+        return ["--help"]
+    parameters = inspect.signature(function).parameters.values()
+    required = [parameter.name for parameter in parameters if parameter.default is parameter.empty]
+    hints = typing.get_type_hints(function)
+    named: dict[str, str] = {}
+    flags, values, position = [], [], 0
+    while position < len(argv):
+        argument = argv[position]
+        if argument.startswith("--"):
+            name, _, inline = argument[2:].replace("-", "_").partition("=")
+            value = inline if "=" in argument else (argv[position + 1] if position + 1 < len(argv) else "")
+            if name in required:
+                named[name] = value
+            else:
+                flags += [argument] if "=" in argument else [argument, value]
+            position += 1 if "=" in argument else 2
+        else:
+            values.append(argument)
+            position += 1
+    arguments = []
+    for name in required:
+        if name in named:
+            arguments.append(named[name])
+        elif list in {typing.get_origin(hints.get(name)), *map(_origin, _members(hints.get(name)))}:
+            arguments.append(json.dumps(values))
+            values = []
+        elif values:
+            arguments.append(values.pop(0))
+    if values:
+        raise SystemExit(f"lightning-ft data: unexpected arguments {values}")
+    return arguments + command_arguments(function, flags)
+
+
+def run_data_command(argv: list[str]) -> Any:
+    """``lightning-ft data COMMAND ...``: the data tools."""
+    if not argv or argv[0] not in DATA_COMMANDS:
+        given = f"unknown command {argv[0]!r}; " if argv and not argv[0].startswith("-") else ""
+        raise SystemExit(f"lightning-ft data: {given}commands: {', '.join(DATA_COMMANDS)} (each has --help)")
+    command = DATA_COMMANDS[argv[0]]
+    return auto_cli(command, args=data_arguments(command, argv[1:]), as_positional=True)
+
+
 EXTRA_COMMANDS = {
     "export": export,
     "chat": chat,
@@ -224,6 +290,11 @@ def trainer_defaults() -> dict[str, Any]:
 
 def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] == "data":
+        result = run_data_command(argv[1:])
+        if result is not None:
+            print(json.dumps({key: value for key, value in result.items() if not isinstance(value, list | dict)}))
+        return
     if argv and argv[0] in EXTRA_COMMANDS:
         command = EXTRA_COMMANDS[argv[0]]
         result = auto_cli(command, args=command_arguments(command, argv[1:]), as_positional=False)
