@@ -82,7 +82,7 @@ def test_recipe_instantiates_with_the_public_overrides(config, tiny_model_dir, t
 
 
 def test_nested_peft_override_reaches_the_adapter_config(tiny_model_dir, tmp_path):
-    lora = next(p for p in CONFIGS if p.stem == "lora")
+    lora = CONFIG_DIR / "sft" / "lora.yaml"
     cli = instantiate(
         [
             "--config",
@@ -107,7 +107,7 @@ def print_config(args: list[str]) -> str:
 
 
 def test_print_config_is_complete_and_parses_again(tiny_model_dir, tmp_path):
-    lora = next(p for p in CONFIGS if p.stem == "lora")
+    lora = CONFIG_DIR / "sft" / "lora.yaml"
     printed = print_config(["--config", str(lora), "--model.model.path", str(tiny_model_dir)])
     assert "lora_alpha: 32" in printed and "accumulate_grad_batches: 4" in printed and "max_length: 1024" in printed
     (tmp_path / "printed.yaml").write_text(printed)
@@ -115,7 +115,7 @@ def test_print_config_is_complete_and_parses_again(tiny_model_dir, tmp_path):
 
 
 def test_unknown_option_lists_choices(tiny_model_dir, capsys):
-    lora = next(p for p in CONFIGS if p.stem == "lora")
+    lora = CONFIG_DIR / "sft" / "lora.yaml"
     with pytest.raises(SystemExit):
         instantiate(
             ["--config", str(lora), "--model.model.path", str(tiny_model_dir), "--model.lr_scheduler", "exponential"]
@@ -124,7 +124,7 @@ def test_unknown_option_lists_choices(tiny_model_dir, capsys):
 
 
 def test_unknown_adapter_class_lists_the_valid_ones(tiny_model_dir, capsys):
-    lora = next(p for p in CONFIGS if p.stem == "lora")
+    lora = CONFIG_DIR / "sft" / "lora.yaml"
     with pytest.raises(SystemExit):
         main(
             [
@@ -144,7 +144,7 @@ def test_unknown_adapter_class_lists_the_valid_ones(tiny_model_dir, capsys):
 
 
 def test_progress_bar_can_be_turned_off(tiny_model_dir, tmp_path):
-    lora = next(p for p in CONFIGS if p.stem == "lora")
+    lora = CONFIG_DIR / "sft" / "lora.yaml"
     args = [
         "--config",
         str(lora),
@@ -169,7 +169,7 @@ def test_progress_bar_can_be_turned_off(tiny_model_dir, tmp_path):
 
 
 def test_checkpoints_are_atomic_configurable_and_can_be_turned_off(tiny_model_dir, tmp_path):
-    lora = next(p for p in CONFIGS if p.stem == "lora")
+    lora = CONFIG_DIR / "sft" / "lora.yaml"
     args = ["--config", str(lora), "--model.model.path", str(tiny_model_dir)]
     args += ["--trainer.default_root_dir", str(tmp_path)]
     cli = instantiate([*args, "--checkpoint.every_n_train_steps", "7"])

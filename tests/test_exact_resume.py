@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lightning_ft.algorithms import SFT
-from lightning_ft.data import InstructionData
+from lightning_ft.data import InstructionData, MixSource
 from lightning_ft.model.spec import ModelSpec
 from tests.helpers import adamw, quiet_trainer, write_jsonl
 
@@ -40,7 +40,15 @@ class SaveAt(L.Callback):
             trainer.should_stop = True
 
 
-def run(tiny_model_dir, train: str, layout: str, max_steps: int, ckpt_path=None, save_to=None) -> dict:
+def mix(tmp_path) -> list[MixSource]:
+    """The instruction records, mixed 3:1 with raw text (blocks of it replayed during SFT)."""
+    text = write_jsonl(tmp_path / "text.jsonl", [{"text": f"{r['instruction']} {r['output']}"} for r in RECORDS])
+    return [MixSource(data_file(tmp_path), weight=3.0), MixSource(str(text), weight=1.0, kind="text")]
+
+
+def run(
+    tiny_model_dir, train: str | list[MixSource], layout: str, max_steps: int, ckpt_path=None, save_to=None
+) -> dict:
     L.seed_everything(0)
     module = SFT(
         ModelSpec(path=str(tiny_model_dir)),
@@ -53,7 +61,7 @@ def run(tiny_model_dir, train: str, layout: str, max_steps: int, ckpt_path=None,
         tokenizer=module.tokenizer,
         batch_size=4,
         max_length=64,
-        packing=layout == "packed",
+        packing=layout in ("packed", "mixed"),
         group_by_length=layout == "grouped",
     )
     trainer = quiet_trainer(max_steps=max_steps, callbacks=[SaveAt(STOP_AT, save_to)] if save_to else [])
@@ -61,9 +69,9 @@ def run(tiny_model_dir, train: str, layout: str, max_steps: int, ckpt_path=None,
     return {name: p.detach().clone() for name, p in module.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("layout", ["shuffled", "grouped", "packed"])
+@pytest.mark.parametrize("layout", ["shuffled", "grouped", "packed", "mixed"])
 def test_resumed_run_ends_on_the_uninterrupted_weights(tiny_model_dir, tmp_path, layout):
-    train = data_file(tmp_path)
+    train = mix(tmp_path) if layout == "mixed" else data_file(tmp_path)
     uninterrupted = run(tiny_model_dir, train, layout, TOTAL_STEPS)
     checkpoint = tmp_path / "stopped.ckpt"
     run(tiny_model_dir, train, layout, TOTAL_STEPS, save_to=checkpoint)

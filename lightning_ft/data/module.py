@@ -13,17 +13,19 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning as L
 import torch
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Dataset as TorchDataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import ProcessorMixin
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from lightning_ft.data.mixing import MixedItems, MixSource, SourceKind, WeightedMixSampler, mix_sources
 from lightning_ft.data.sampling import SeededRandomSampler
 from lightning_ft.data.sources import DataError, load_records
 from lightning_ft.data.template_defaults import with_template_defaults
@@ -32,6 +34,19 @@ from lightning_ft.options import check_option
 
 TOKENIZATION_VERSION = "5"  # bump whenever tokenized rows change: old caches must not be reused
 RecordTokenizer = Callable[[Mapping[str, Any], str], dict[str, Any]]
+
+
+class RawPart(NamedTuple):
+    """One split's records from one source: ``source`` is the index in `TokenizedData.sources` (None for the ``val``
+    and ``val_extra`` files), ``numbers`` the records' numbers in ``path``."""
+
+    split: str
+    source: int | None
+    path: str
+    records: Dataset
+    numbers: list[int]
+
+
 SET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 STATUS_DESCRIPTIONS = {
     "truncated": "truncated to {max_length} tokens",
@@ -39,6 +54,7 @@ STATUS_DESCRIPTIONS = {
     "dropped_no_trainable": "dropped with no trainable tokens",
     "dropped_identical": "dropped with identical chosen and rejected",
     "dropped_image_cut": "dropped as {max_length} tokens would cut through their image tokens",
+    "dropped_empty": "dropped with empty text",
 }
 
 
@@ -46,9 +62,13 @@ class TokenizedData(L.LightningDataModule):
     """Base of the data modules; a subclass says how one record becomes a tokenized row (`record_tokenizer`).
 
     Args:
-        train: Training data: a .jsonl/.json/.parquet/.csv file or a hub dataset id.
+        train: Training data: a .jsonl/.json/.parquet/.csv file, a directory of such shards or a hub dataset id; or a
+            weighted mix of sources, ``[{path: domain.jsonl, weight: 0.9}, {path: general.jsonl, weight: 0.1}]``
+            (`MixSource`; ``kind: text`` adds raw text, e.g. replay of general text during SFT). Each epoch draws as
+            many items as the sources hold, each source by its share of the weights (seeded, resumable).
         val: Validation data in the same format; or use ``val_fraction``.
-        val_fraction: Fraction of ``train`` held out (seeded) for validation when ``val`` is not given.
+        val_fraction: Fraction of ``train`` held out (seeded; of each source of a mix) for validation when ``val`` is
+            not given.
         val_extra: More validation sets, ``name -> file`` in the same format as ``val`` (e.g. a general-skills set
             that shows forgetting). Each is tokenized and cached like ``val`` and becomes its own validation loader
             after the main one; its metrics are logged as ``val_<name>/...`` (``val_<name>/loss``, ``/ppl``).
@@ -67,7 +87,7 @@ class TokenizedData(L.LightningDataModule):
 
     def __init__(
         self,
-        train: str,
+        train: str | list[MixSource],
         val: str | None = None,
         val_fraction: float = 0.0,
         val_extra: dict[str, str] | None = None,
@@ -90,6 +110,7 @@ class TokenizedData(L.LightningDataModule):
         check_option("overlong policy", overlong, Overlong)
         check_set_names(val_extra or {})
         self.train = train
+        self.sources = mix_sources(train)
         self.val = val
         self.val_fraction = val_fraction
         self.val_extra = dict(val_extra or {})
@@ -157,53 +178,96 @@ class TokenizedData(L.LightningDataModule):
         resumed run (which restores the global RNG) draws the same numbers as an uninterrupted one."""
         return torch.Generator().manual_seed(self.seed)
 
-    def _raw_splits(self) -> dict[str, tuple[str, Dataset, list[int]]]:
-        """``split -> (source, records, record numbers in the source)``; errors and reports use those numbers. The
-        splits are ``train``, then the `val_set_names` in order."""
-        train = load_records(self.train, split=self.split)
-        splits = {"train": (self.train, train, list(range(len(train))))}
+    def _raw_parts(self) -> list[RawPart]:
+        """The records of every split, one part per source: ``train`` (a part per mix source, less what
+        ``val_fraction`` holds out of each), ``val`` (its file, or the held-out records), then the ``val_extra`` sets.
+        Errors and reports use each part's record numbers in its source."""
+        parts, held_out = [], []
+        for index, source in enumerate(self.sources):
+            records = load_records(source.path, split=self.split)
+            if self.val is None and self.val_fraction > 0:
+                order = torch.randperm(len(records), generator=torch.Generator().manual_seed(self.seed)).tolist()
+                count = max(1, round(self.val_fraction * len(records)))
+                val_numbers, train_numbers = sorted(order[:count]), sorted(order[count:])
+                parts.append(RawPart("train", index, source.path, records.select(train_numbers), train_numbers))
+                held_out.append(RawPart("val", index, source.path, records.select(val_numbers), val_numbers))
+            else:
+                parts.append(RawPart("train", index, source.path, records, list(range(len(records)))))
         if self.val is not None:
-            val = load_records(self.val, split=self.split)
-            splits["val"] = (self.val, val, list(range(len(val))))
-        elif self.val_fraction > 0:
-            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed)).tolist()
-            held_out = max(1, round(self.val_fraction * len(train)))
-            val_numbers, train_numbers = sorted(order[:held_out]), sorted(order[held_out:])
-            splits["train"] = (self.train, train.select(train_numbers), train_numbers)
-            splits["val"] = (self.train, train.select(val_numbers), val_numbers)
-        for name, source in self.val_extra.items():
-            records = load_records(source, split=self.split)
-            splits[f"val_{name}"] = (source, records, list(range(len(records))))
+            records = load_records(self.val, split=self.split)
+            held_out.append(RawPart("val", None, self.val, records, list(range(len(records)))))
+        for name, path in self.val_extra.items():
+            records = load_records(path, split=self.split)
+            held_out.append(RawPart(f"val_{name}", None, path, records, list(range(len(records)))))
+        return parts + held_out
+
+    def _raw_splits(self) -> dict[str, tuple[str, Dataset, list[int]]]:
+        """``split -> (source, records, record numbers in the source)`` for data of one source per split."""
+        splits = {}
+        for part in self._raw_parts():
+            if part.split in splits:
+                raise ValueError(f"split {part.split} has several sources (a mix): read `_raw_parts()`")
+            splits[part.split] = (part.path, part.records, part.numbers)
         return splits
 
-    def _tokenized_splits(self, report: bool) -> dict[str, Dataset]:
-        tokenize = self.record_tokenizer()
+    def kind_of(self, source_index: int | None) -> SourceKind:
+        """What a part's records are: ``text`` for raw-text mix sources (and all of `TextData`), else ``records``
+        (the module's own format; validation files are always that)."""
+        if self.own_kind() == "text" or (source_index is not None and self.sources[source_index].kind == "text"):
+            return "text"
+        return "records"
+
+    def own_kind(self) -> SourceKind:
+        return "records"
+
+    def part_tokenizer(self, part: RawPart) -> RecordTokenizer:
+        """How a part's records become rows: `record_tokenizer`, or `text_record_tokenizer` for raw text."""
+        return self.text_record_tokenizer() if self.kind_of(part.source) == "text" else self.record_tokenizer()
+
+    def text_record_tokenizer(self) -> RecordTokenizer:
+        """Raw-text rows with the same columns as this module's rows; only modules that can train text have one."""
+        raise ValueError(
+            f"{type(self).__name__} cannot train raw-text sources (kind: text): mix them into SFT data (ChatData, "
+            "InstructionData) or train them with TextData"
+        )
+
+    def _tokenized_splits(self, report: bool, train: bool = True) -> dict[str, Dataset]:
+        """Every split tokenized (``train`` false: all but the training split); a split of several sources is their
+        rows side by side with a ``source`` column (the index in `sources`)."""
+        by_split: dict[str, list[Dataset]] = {}
+        for part in self._raw_parts():
+            if part.split == "train" and not train:
+                continue
+            rows = self._tokenize(part, self.part_tokenizer(part), report)
+            if len(self.sources) > 1 and part.source is not None:
+                rows = rows.add_column("source", [part.source] * len(rows), new_fingerprint=f"{rows._fingerprint}s")
+            by_split.setdefault(part.split, []).append(rows)
         return {
-            split: self._tokenize(split, source, raw, numbers, tokenize, report)
-            for split, (source, raw, numbers) in self._raw_splits().items()
+            split: parts[0] if len(parts) == 1 else concatenate_datasets(parts) for split, parts in by_split.items()
         }
 
-    def _tokenize(
-        self, split: str, source: str, raw: Dataset, numbers: list[int], tokenize: RecordTokenizer, report: bool
-    ) -> Dataset:
+    def _tokenize(self, part: RawPart, tokenize: RecordTokenizer, report: bool) -> Dataset:
+        raw, numbers, source, split = part.records, part.numbers, part.path, part.split
+        kind = self.kind_of(part.source)
         mapped = raw.map(
             lambda record, index: {**tokenize(record, f"{source}: record {numbers[index]}"), "record": numbers[index]},
             with_indices=True,
             remove_columns=[column for column in raw.column_names if column not in self.kept_columns(raw.column_names)],
-            new_fingerprint=self._fingerprint(raw),
-            desc=f"Tokenizing {split}",
+            new_fingerprint=self._fingerprint(raw, kind),
+            desc=f"Tokenizing {split}" + (f" ({source})" if len(self.sources) > 1 else ""),
         )
         statuses, records = mapped["status"], mapped["record"]
         counts = Counter(statuses)
-        self.stats[split] = {"records": len(mapped), **counts}
-        self.dropped[split] = {
+        key = split if len(self.sources) == 1 or part.source is None else f"{split}:{source}"
+        self.stats[key] = {"records": len(mapped), **counts}
+        self.dropped[key] = {
             status: [record for record, seen in zip(records, statuses, strict=True) if seen == status]
             for status in counts
             if status in DROPPED
         }
         kept = mapped.filter(lambda status: status not in DROPPED, input_columns="status")
         if report:
-            rank_zero_info(self._report(split, source, counts, len(kept)))
+            rank_zero_info(self._report(key, source, counts, len(kept)))
         if len(kept) == 0:
             raise DataError(f"{source}: no {split} records left to train on ({dict(counts)})")
         return kept
@@ -220,9 +284,10 @@ class TokenizedData(L.LightningDataModule):
         details = "; ".join(parts) or "none truncated or dropped"
         return f"{split} data ({source}): {sum(counts.values())} records, {kept} kept; {details}"
 
-    def _fingerprint(self, raw: Dataset) -> str:
+    def _fingerprint(self, raw: Dataset, kind: SourceKind = "records") -> str:
         tokenizer = self._require_tokenizer()
         key = {
+            "kind": kind,
             "version": TOKENIZATION_VERSION,
             "module": type(self).__qualname__,
             "data": raw._fingerprint,
@@ -237,19 +302,50 @@ class TokenizedData(L.LightningDataModule):
         loaders = [loader(split) for split in self.val_set_names if split in self.datasets]
         return loaders[0] if len(loaders) == 1 else loaders
 
+    def mixed_items(self, rows: Dataset, items_of: Callable[[Dataset, int | None], TorchDataset]) -> TorchDataset:
+        """A split's loader items: ``items_of(rows, source)`` (``source`` None for one source); for a mix, each
+        source's items built from its own rows (packed rows and text blocks never cross sources), side by side."""
+        if "source" not in rows.column_names:
+            return items_of(rows, None)
+        sources = rows["source"]
+        parts, indices = [], []
+        for source in sorted(set(sources)):
+            selected = [row for row, seen in enumerate(sources) if seen == source]
+            parts.append(items_of(rows.select(selected).remove_columns("source"), source))
+            indices.append(source)
+        return MixedItems(parts, indices)
+
     def _loader(
         self, dataset: Any, batch_size: int, shuffle: bool, collate_fn: Callable, drop_last: bool = False
     ) -> DataLoader:
-        """A stateful loader: Lightning saves its position in checkpoints, so a run resumes mid-epoch exactly."""
+        """A stateful loader: Lightning saves its position in checkpoints, so a run resumes mid-epoch exactly. Items
+        of a mix (`mixed_items`, or rows with a ``source`` column) are drawn by the sources' weights when shuffled."""
+        item_sources = getattr(dataset, "item_sources", None)
+        if isinstance(dataset, Dataset) and "source" in dataset.column_names:
+            item_sources, dataset = dataset["source"], dataset.remove_columns("source")
+        sampler: Sampler | None = None
+        if shuffle and item_sources is not None:
+            sampler = WeightedMixSampler(item_sources, [source.weight for source in self.sources], seed=self.seed)
+            rank_zero_info(self._mix_report(sampler))
+        elif shuffle:
+            sampler = SeededRandomSampler(dataset, seed=self.seed)
         return StatefulDataLoader(
             dataset,
             batch_size=batch_size,
             drop_last=drop_last,
-            sampler=SeededRandomSampler(dataset, seed=self.seed) if shuffle else None,
+            sampler=sampler,
             generator=self._generator(),
             collate_fn=collate_fn,
             num_workers=self.num_workers,
         )
+
+    def _mix_report(self, sampler: WeightedMixSampler) -> str:
+        counts = sampler.source_counts(epoch=0)
+        parts = [
+            f"{source.path} (weight {source.weight:g}): {count} draws of {len(items)} items"
+            for source, count, items in zip(self.sources, counts, sampler.items_of_source, strict=True)
+        ]
+        return f"train mix, {len(sampler)} draws per epoch (seed {self.seed}; first epoch): " + "; ".join(parts)
 
 
 def check_set_names(val_extra: Mapping[str, str]) -> None:

@@ -21,7 +21,7 @@ from transformers import ProcessorMixin
 
 from lightning_ft.data.collate import PadCollator
 from lightning_ft.data.formats import Message, chat_to_messages, field_names
-from lightning_ft.data.module import RecordTokenizer
+from lightning_ft.data.module import RawPart, RecordTokenizer
 from lightning_ft.data.sft import SFTData
 from lightning_ft.data.sources import DataError
 from lightning_ft.data.tokenize import DROPPED, IGNORE_INDEX, ConversationTokenizer, Status
@@ -109,21 +109,21 @@ class MultimodalData(SFTData):
         """The images field stays beside the tokens: a `datasets` Image column holds the images themselves."""
         return [self.fields["images"]] if self.fields["images"] in columns else []
 
-    def _raw_splits(self) -> dict[str, tuple[str, Dataset, list[int]]]:
+    def _raw_parts(self) -> list[RawPart]:
         field = self.fields["images"]
-        return {
-            split: (source, undecoded(raw, field), numbers)
-            for split, (source, raw, numbers) in super()._raw_splits().items()
-        }
+        return [part._replace(records=undecoded(part.records, field)) for part in super()._raw_parts()]
 
-    def _tokenized_splits(self, report: bool) -> dict[str, Dataset]:
-        return {
-            split: self._tokenize(split, source, raw, numbers, self.image_record_tokenizer(image_root(source)), report)
-            for split, (source, raw, numbers) in self._raw_splits().items()
-        }
+    def part_tokenizer(self, part: RawPart) -> RecordTokenizer:
+        """Images are found relative to each part's own file."""
+        if self.kind_of(part.source) == "text":
+            return self.text_record_tokenizer()
+        return self.image_record_tokenizer(image_root(part.path))
+
+    def text_record_tokenizer(self) -> RecordTokenizer:
+        raise ValueError("MultimodalData cannot mix in raw-text sources (kind: text): its rows carry images")
 
     def record_tokenizer(self) -> RecordTokenizer:
-        return self.image_record_tokenizer(image_root(self.train))
+        return self.image_record_tokenizer(image_root(self.sources[0].path))
 
     def image_record_tokenizer(self, root: Path) -> RecordTokenizer:
         processor = self.processor

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from lightning_ft.data.collate import PadCollator
@@ -26,6 +27,7 @@ from lightning_ft.data.formats import (
 from lightning_ft.data.module import RecordTokenizer, TokenizedData
 from lightning_ft.data.packing import PackedDataset, PackingCollator
 from lightning_ft.data.sampling import LengthGroupedBatchSampler
+from lightning_ft.data.text import TextBlocks, text_tokenizer
 from lightning_ft.data.tokenize import ConversationTokenizer, TrainOn
 
 
@@ -104,7 +106,16 @@ class SFTData(TokenizedData):
         """How padded batches are made (subclasses add images)."""
         return PadCollator(self._require_tokenizer().pad_token_id)
 
+    def text_record_tokenizer(self) -> RecordTokenizer:
+        return text_tokenizer(self._require_tokenizer())
+
     def _sft_loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        if "source" in dataset.column_names:  # a mix: each source's own rows, text cut into blocks
+            if self.group_by_length:
+                raise ValueError("group_by_length cannot follow a weighted mix: set one or the other")
+            items = self.mixed_items(dataset, self._source_items)
+            collate = PackingCollator(self._require_tokenizer().pad_token_id) if self.packing else self.collator()
+            return self._loader(items, batch_size, shuffle, collate)
         examples = dataset.select_columns(self.batch_columns(dataset))
         if self.packing:
             packed = PackedDataset(examples, capacity=self.max_length)
@@ -120,6 +131,12 @@ class SFTData(TokenizedData):
                 generator=self._generator(),
             )
         return self._loader(examples, batch_size, shuffle, self.collator())
+
+    def _source_items(self, rows: Dataset, source: int | None) -> TorchDataset:
+        if self.kind_of(source) == "text":
+            return TextBlocks(rows, self.max_length, flat=not self.packing)
+        examples = rows.select_columns(self.batch_columns(rows))
+        return PackedDataset(examples, capacity=self.max_length) if self.packing else examples
 
 
 class InstructionData(SFTData):

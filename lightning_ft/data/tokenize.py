@@ -32,9 +32,21 @@ IGNORE_INDEX = -100
 TrainOn = Literal["assistant", "last_assistant", "all"]
 Overlong = Literal["truncate", "drop"]
 Status = Literal[
-    "ok", "truncated", "dropped_too_long", "dropped_no_trainable", "dropped_identical", "dropped_image_cut"
+    "ok",
+    "truncated",
+    "dropped_too_long",
+    "dropped_no_trainable",
+    "dropped_identical",
+    "dropped_image_cut",
+    "dropped_empty",
 ]
-DROPPED: tuple[Status, ...] = ("dropped_too_long", "dropped_no_trainable", "dropped_identical", "dropped_image_cut")
+DROPPED: tuple[Status, ...] = (
+    "dropped_too_long",
+    "dropped_no_trainable",
+    "dropped_identical",
+    "dropped_image_cut",
+    "dropped_empty",
+)
 Span = tuple[int, int]
 Tools = list[dict[str, Any]] | None
 GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")

@@ -62,17 +62,20 @@ def recipe_sets(recipe: str, limit: int | None = None) -> list[EvalSet]:
     read: dict[str, Any] = {key: options[key] for key in ("format", "fields", "system_prompt") if key in options}
     format = read.get("format", RECIPE_FORMATS[kind][0])
     module = module_class(**{key: value for key, value in options.items() if key != "val_extra"})
-    splits = module._raw_splits()
-    if "val" not in splits and not options.get("val_extra"):
+    val_parts = [part for part in module._raw_parts() if part.split == "val"]
+    if not val_parts and not options.get("val_extra"):
         raise ValueError(f"{recipe}: the recipe has no validation data (set data.init_args.val or val_fraction)")
     sets = []
-    if "val" in splits:
-        source, records, numbers = splits["val"]
-        places = [f"{source}: record {number}" for number in numbers]
-        chosen = range(len(records) if limit is None else min(limit, len(records)))
-        items = items_from_records(
-            records.select(chosen), [places[i] for i in chosen], format, read.get("fields"), read.get("system_prompt")
-        )
+    if val_parts:
+        items = []
+        for part in val_parts:  # a mix holds out records of each source
+            if module.kind_of(part.source) == "text":
+                continue
+            chosen = range(len(part.records) if limit is None else min(limit - len(items), len(part.records)))
+            places = [f"{part.path}: record {part.numbers[i]}" for i in chosen]
+            items += items_from_records(
+                part.records.select(chosen), places, format, read.get("fields"), read.get("system_prompt")
+            )
         sets.append(EvalSet("val", items))
     for name, path in (options.get("val_extra") or {}).items():
         sets.append(EvalSet(name, load_items(path, format, read.get("fields"), read.get("system_prompt"), limit)))

@@ -45,9 +45,28 @@ def test_missing_empty_and_unsupported_files(tmp_path):
         load_records(str(tmp_path / "absent.jsonl"))
     with pytest.raises(DataError, match="no records"):
         load_records(str(write_lines(tmp_path / "empty.jsonl", [""])))
-    (tmp_path / "data.txt").write_text("hello")
-    with pytest.raises(DataError, match=r"unsupported file type '\.txt'.*\.csv"):
-        load_records(str(tmp_path / "data.txt"))
+    (tmp_path / "data.xml").write_text("<a/>")
+    with pytest.raises(DataError, match=r"unsupported file type '\.xml'.*\.csv.*\.txt"):
+        load_records(str(tmp_path / "data.xml"))
+
+
+def test_a_text_file_is_one_document_and_a_directory_its_sorted_shards(tmp_path):
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "b.txt").write_text("second file\n\nstill the second")
+    (tmp_path / "texts" / "a.txt").write_text("first file\n")
+    assert load_records(str(tmp_path / "texts"))["text"] == ["first file\n", "second file\n\nstill the second"]
+    (tmp_path / "shards").mkdir()
+    write_jsonl(tmp_path / "shards" / "part-1.jsonl", [{"text": "c"}])
+    write_jsonl(tmp_path / "shards" / "part-0.jsonl", [{"text": "a"}, {"text": "b"}])
+    assert load_records(str(tmp_path / "shards"))["text"] == ["a", "b", "c"]
+    streamed = load_records(str(tmp_path / "shards"), streaming=True)
+    assert [record["text"] for record in streamed] == ["a", "b", "c"]
+    (tmp_path / "shards" / "extra.csv").write_text("text\nd\n")
+    with pytest.raises(DataError, match=r"several types \['\.csv', '\.jsonl'\]"):
+        load_records(str(tmp_path / "shards"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty directory"):
+        load_records(str(tmp_path / "empty"))
 
 
 def test_csv_and_parquet_load_the_same_records(tmp_path):
