@@ -14,6 +14,7 @@ from torch.optim import Optimizer
 from torchmetrics import Metric
 from transformers import get_scheduler
 
+from lightning_ft.algorithms.ewc import EWC, trainable_parameters
 from lightning_ft.algorithms.faults import (
     NON_FINITE_ADVICE,
     NonFiniteAction,
@@ -56,6 +57,9 @@ class FineTuneModule(L.LightningModule):
         on_non_finite: When a step's gradients hold NaN or inf: ``stop`` the run with an error naming the step, or
             ``skip`` the step (no weight or optimiser-state change; counted in ``train/skipped_steps``). Runs with
             fp16's gradient scaler leave this to the scaler, which skips overflowing steps itself.
+        ewc: Elastic weight consolidation against forgetting: a pull of each trainable weight back to its value at
+            the start of training, weighted by its Fisher information on replay data of the earlier task (`EWC`);
+            logs ``train/ewc_penalty``. Not under FSDP or DeepSpeed.
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class FineTuneModule(L.LightningModule):
         warmup_steps: int = 0,
         warmup_ratio: float = 0.0,
         on_non_finite: NonFiniteAction = "stop",
+        ewc: EWC | None = None,
     ) -> None:
         super().__init__()
         check_option("on_non_finite", on_non_finite, NonFiniteAction)
@@ -85,6 +90,7 @@ class FineTuneModule(L.LightningModule):
         self.warmup_steps = warmup_steps
         self.warmup_ratio = warmup_ratio
         self.on_non_finite = on_non_finite
+        self.ewc = ewc
         self.skipped_steps = 0
         self._last_loss: torch.Tensor | None = None
         self.tokenizer = model.load_tokenizer()
@@ -130,13 +136,20 @@ class FineTuneModule(L.LightningModule):
         message = slow_bf16_warning(self.device.type, self.trainer.precision, dtype)
         if message:
             rank_zero_warn(message)
+        if self.ewc is not None:
+            self.ewc.start(self)
 
     def on_before_backward(self, loss: torch.Tensor) -> None:
         self._last_loss = loss.detach()
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
-        """Stop or skip a step whose gradients are not finite (after backward and any all-reduce, so every rank
-        decides alike)."""
+        """Add EWC's penalty gradient (once per optimiser step: subclasses call this after rescaling their own
+        gradients, before clipping), then stop or skip a step whose gradients are not finite (after backward and any
+        all-reduce, so every rank decides alike)."""
+        if self.ewc is not None:
+            parameters = trainable_parameters(self.model)
+            self.log("train/ewc_penalty", self.ewc.penalty(parameters), on_step=True)
+            self.ewc.add_gradient(parameters)
         if getattr(self.trainer.precision_plugin, "scaler", None) is not None or gradients_are_finite(optimizer):
             return
         message = non_finite_message(self.global_step, self.current_epoch, self._last_loss)
@@ -183,10 +196,14 @@ class FineTuneModule(L.LightningModule):
         trainable = self._trainable_state_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         checkpoint["rng_states"] = rng_states()  # dropout, NEFTune noise and sampling resume exactly
+        if self.ewc is not None and self.ewc.anchors is not None:
+            checkpoint["ewc"] = self.ewc.state_dict()  # a resumed run keeps the original anchors
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])  # numpy takes its key as a list too
+        if self.ewc is not None and "ewc" in checkpoint:
+            self.ewc.load_state_dict(checkpoint["ewc"])  # before `on_fit_start`, which then keeps them
         if self.model is None:
             return
         missing = self._trainable_state_keys() - set(checkpoint["state_dict"])

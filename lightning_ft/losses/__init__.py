@@ -1,5 +1,6 @@
 """Loss functions: tensors in, losses out. Nothing here imports the rest of lightning_ft."""
 
+from lightning_ft.losses.ewc import ewc_gradient, ewc_penalty
 from lightning_ft.losses.logps import packed_sequence_logps, sequence_logps, token_entropy, token_logps
 from lightning_ft.losses.preference import (
     bradley_terry_loss,
@@ -34,6 +35,8 @@ __all__ = [
     "clipped_value_loss",
     "cross_entropy",
     "dpo_loss",
+    "ewc_gradient",
+    "ewc_penalty",
     "explained_variance",
     "gae",
     "group_advantages",
