@@ -177,3 +177,22 @@ def test_checkpoints_are_atomic_configurable_and_can_be_turned_off(tiny_model_di
     assert isinstance(checkpoint, AtomicModelCheckpoint)
     assert checkpoint._every_n_train_steps == 7 and checkpoint.save_last
     assert instantiate([*args, "--trainer.enable_checkpointing", "false"]).trainer.checkpoint_callback is None
+
+
+def test_a_weighted_mix_and_ewc_parse_from_yaml_and_flags(tiny_model_dir, tmp_path):
+    recipe = CONFIG_DIR / "pretrain" / "replay_ewc.yaml"
+    cli = instantiate(["--config", str(recipe), "--model.model.path", str(tiny_model_dir)])
+    assert [(s.path, s.weight, s.kind) for s in cli.datamodule.sources] == [
+        ("data/domain/train.jsonl", 0.8, "records"),
+        ("../shared/data/pretrain/c4_demo.jsonl", 0.2, "records"),
+    ]
+    assert cli.model.ewc.strength == 1e4 and cli.model.ewc.replay.train == "../shared/data/pretrain/c4_demo.jsonl"
+    mix = "[{path: a.jsonl, weight: 3}, {path: b.txt, weight: 1, kind: text}]"
+    cli = instantiate(
+        ["--config", str(CONFIG_DIR / "sft" / "lora.yaml"), "--model.model.path", str(tiny_model_dir)]
+        + ["--data.train", mix]
+    )
+    assert [(s.path, s.weight, s.kind) for s in cli.datamodule.sources] == [
+        ("a.jsonl", 3, "records"),
+        ("b.txt", 1, "text"),
+    ]

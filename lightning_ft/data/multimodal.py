@@ -21,6 +21,7 @@ from transformers import ProcessorMixin
 
 from lightning_ft.data.collate import PadCollator
 from lightning_ft.data.formats import Message, chat_to_messages, field_names
+from lightning_ft.data.mixing import MixSource
 from lightning_ft.data.module import RawPart, RecordTokenizer
 from lightning_ft.data.sft import SFTData
 from lightning_ft.data.sources import DataError
@@ -55,7 +56,7 @@ class MultimodalData(SFTData):
 
     def __init__(
         self,
-        train: str,
+        train: str | list[MixSource],
         format: MultimodalFormat = "llava",
         fields: dict[str, str] | None = None,
         placeholder: str = "<image>",

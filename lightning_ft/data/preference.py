@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from lightning_ft.data.collate import SideBySideCollator
 from lightning_ft.data.formats import field_names
+from lightning_ft.data.mixing import MixSource
 from lightning_ft.data.module import RecordTokenizer, TokenizedData
 from lightning_ft.data.preference_formats import (
     PREFERENCE_FIELDS,
@@ -70,7 +71,7 @@ class PreferenceData(TokenizedData):
 
     def __init__(
         self,
-        train: str,
+        train: str | list[MixSource],
         format: PreferenceFormat = "pairs",
         fields: dict[str, str] | None = None,
         max_prompt_length: int | None = None,

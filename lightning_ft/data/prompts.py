@@ -10,6 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from lightning_ft.data.collate import pad_sequences
+from lightning_ft.data.mixing import MixSource
 from lightning_ft.data.module import RecordTokenizer, TokenizedData
 from lightning_ft.data.preference_formats import messages_of, required, with_system
 from lightning_ft.data.sources import DataError
@@ -36,7 +37,7 @@ class PromptData(TokenizedData):
             ``seed``, ``split``, ``tokenizer``.
     """
 
-    def __init__(self, train: str, fields: dict[str, str] | None = None, **kwargs: Any) -> None:
+    def __init__(self, train: str | list[MixSource], fields: dict[str, str] | None = None, **kwargs: Any) -> None:
         if kwargs.get("val_extra"):
             raise ValueError(
                 "val_extra holds extra sets for loss-based validation (SFT, DPO, KTO, reward models); online RL "

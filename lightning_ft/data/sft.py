@@ -24,6 +24,7 @@ from lightning_ft.data.formats import (
     instruction_to_messages,
     record_tools,
 )
+from lightning_ft.data.mixing import MixSource
 from lightning_ft.data.module import RecordTokenizer, TokenizedData
 from lightning_ft.data.packing import PackedDataset, PackingCollator
 from lightning_ft.data.sampling import LengthGroupedBatchSampler
@@ -48,7 +49,7 @@ class SFTData(TokenizedData):
 
     def __init__(
         self,
-        train: str,
+        train: str | list[MixSource],
         train_on: TrainOn = "assistant",
         packing: bool = True,
         group_by_length: bool = False,
@@ -149,7 +150,11 @@ class InstructionData(SFTData):
     """
 
     def __init__(
-        self, train: str, format: InstructionFormat = "alpaca", fields: dict[str, str] | None = None, **kwargs: Any
+        self,
+        train: str | list[MixSource],
+        format: InstructionFormat = "alpaca",
+        fields: dict[str, str] | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(train, **kwargs)
         self.format = format
@@ -177,7 +182,11 @@ class ChatData(SFTData):
     """
 
     def __init__(
-        self, train: str, format: ChatFormat = "messages", fields: dict[str, str] | None = None, **kwargs: Any
+        self,
+        train: str | list[MixSource],
+        format: ChatFormat = "messages",
+        fields: dict[str, str] | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(train, **kwargs)
         self.format = format
