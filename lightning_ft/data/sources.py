@@ -83,17 +83,22 @@ def check_jsonl(path: Path) -> None:
     count = 0
     with path.open(encoding="utf-8") as lines:
         for line_number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}:{line_number}: malformed JSON ({error.msg} at column {error.colno})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
-            count += 1
+            if line.strip():
+                parse_json_line(path, line_number, line)
+                count += 1
     if count == 0:
         raise DataError(f"{path}: no records")
+
+
+def parse_json_line(path: Path, line_number: int, line: str) -> dict:
+    """One jsonl line as a record; malformed JSON or a non-object names the file and line."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}:{line_number}: malformed JSON ({error.msg} at column {error.colno})") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
+    return record
 
 
 def check_json(path: Path) -> None:

@@ -22,7 +22,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from lightning_ft.data.module import RecordTokenizer
-from lightning_ft.data.sources import TEXT_SUFFIX, DataError, data_files, load_records
+from lightning_ft.data.sources import TEXT_SUFFIX, DataError, data_files, load_records, parse_json_line
 
 Record = Mapping[str, Any]
 
@@ -72,16 +72,6 @@ def file_records(path: Path) -> Iterator[tuple[str, Callable[[], Record]]]:
             raise DataError(f"{path}: streaming reads a JSON array of records (or jsonl), got {type(content).__name__}")
         for number, record in enumerate(content):
             yield f"{path}: record {number}", lambda record=record: record
-
-
-def parse_json_line(path: Path, line_number: int, line: str) -> Record:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}:{line_number}: malformed JSON ({error.msg} at column {error.colno})") from None
-    if not isinstance(record, dict):
-        raise DataError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
-    return record
 
 
 class TextStream(IterableDataset):

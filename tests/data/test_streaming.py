@@ -7,7 +7,7 @@ import pytest
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from lightning_ft.algorithms import SFT
-from lightning_ft.data import TextData
+from lightning_ft.data import DataError, TextData
 from lightning_ft.data.streaming import TextStream
 from lightning_ft.data.text import text_tokenizer
 from lightning_ft.model.spec import ModelSpec
@@ -101,3 +101,10 @@ def test_streaming_trains_and_needs_max_steps(tmp_path, tiny_model_dir):
         quiet_trainer(max_epochs=1).fit(SFT(ModelSpec(path=str(tiny_model_dir))), datamodule=data)
     with pytest.raises(ValueError, match="give a `val` file instead of `val_fraction`"):
         TextData(source, streaming=True, val_fraction=0.1)
+
+
+def test_a_malformed_line_met_while_streaming_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "fine"}\n\n{"text": "also fine",}\n')
+    with pytest.raises(DataError, match=r"bad\.jsonl:3: malformed JSON"):
+        next(iter(stream(str(path), build_tiny_tokenizer())))
