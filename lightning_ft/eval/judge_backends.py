@@ -8,7 +8,6 @@ returned is then the continuation alone. Backends that can do that say so with `
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,6 +16,7 @@ from transformers import ProcessorMixin
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from lightning_ft.data.formats import Message
+from lightning_ft.model.endpoint import openai_client
 from lightning_ft.model.export import load_export
 from lightning_ft.model.generation import generate_replies
 
@@ -159,18 +159,13 @@ class EndpointJudge:
         max_tokens: int = 512,
         temperature: float = 0.0,
     ) -> None:
-        try:
-            import openai
-        except ImportError as error:
-            raise ImportError(f"An endpoint judge needs the openai client: {EVAL_EXTRA}") from error
+        self._client = openai_client(base_url, api_key_env, timeout, EVAL_EXTRA)
         self.base_url = base_url
         self.model = model
         self.api_key_env = api_key_env
         self.timeout = timeout
         self.max_tokens = max_tokens
         self.temperature = temperature
-        api_key = os.environ.get(api_key_env) or "EMPTY"
-        self._client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
 
     def complete(self, messages: list[Message], seed: int, temperature: float | None = None) -> str:
         """The endpoint's reply to one conversation.

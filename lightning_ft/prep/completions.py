@@ -5,7 +5,7 @@ with the reason it failed (``http_500``, ``timeout``, ``empty_reply``, ...), so 
 from __future__ import annotations
 
 import copy
-import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Protocol, Self
 
@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from transformers import ProcessorMixin
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from lightning_ft.model.endpoint import openai_client
 from lightning_ft.model.export import load_export
 from lightning_ft.model.generation import generate_replies
 from lightning_ft.model.spec import DTypeName
@@ -127,19 +128,14 @@ class EndpointCompleter(SamplingSettable):
         temperature: float = 0.0,
         top_p: float = 1.0,
     ) -> None:
-        try:
-            import openai
-        except ImportError as error:
-            raise ImportError(f"An endpoint needs the openai client: {DATA_EXTRA}") from error
-        self.openai = openai
+        self._client = openai_client(base_url, api_key_env, timeout, DATA_EXTRA)
+        self.openai = sys.modules["openai"]  # its error classes
         self.base_url = base_url
         self.model = model
         self.api_key_env = api_key_env
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.top_p = top_p
-        api_key = os.environ.get(api_key_env) or "EMPTY"
-        self._client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
 
     def complete_many(self, conversations: list[list[Message]], seed: int, progress: str = "") -> list[Completion]:
         return [
