@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,8 +36,10 @@ class ModelSpec:
 
     Args:
         path: Local directory or Hugging Face hub id.
-        gguf_file: Name of a GGUF file inside ``path``; transformers dequantizes it on load. Found by itself when
-            ``path`` is a local directory holding one ``.gguf`` file and no ``config.json``.
+        gguf_file: Name of a GGUF file inside ``path``; transformers dequantizes it. Found by itself when ``path`` is
+            a local directory holding one ``.gguf`` file and no ``config.json``. Converted once into a cached plain
+            copy (`dense_gguf_dir`: safetensors, config, tokenizer) that every later load reads instead: parsing a
+            GGUF's metadata costs transformers tens of seconds per load, even for a 135M model.
         tokenizer_path: Where the tokenizer lives when not beside the model.
         revision: Hub revision (branch, tag or commit).
         dtype: Dtype of the loaded weights.
@@ -104,9 +107,10 @@ class ModelSpec:
     def load_tokenizer(self) -> PreTrainedTokenizerBase:
         """Load the tokenizer, install the chat template and make sure a pad token exists (pad = eos if none)."""
         source = self.tokenizer_path or self.path
-        gguf_file = self.gguf_file if self.tokenizer_path is None else None
+        if self.tokenizer_path is None and self.gguf_file is not None:
+            source = str(dense_gguf_dir(self))
         tokenizer = AutoTokenizer.from_pretrained(
-            source, gguf_file=gguf_file, revision=self.revision, trust_remote_code=self.trust_remote_code
+            source, revision=self.revision, trust_remote_code=self.trust_remote_code
         )
         if self.chat_template is not None:
             tokenizer.chat_template = resolve_chat_template(self.chat_template)
@@ -138,26 +142,19 @@ class ModelSpec:
     def load_model(self, auto_class: type = AutoModelForCausalLM, **model_kwargs: Any) -> PreTrainedModel:
         """Load the model with the requested dtype, attention and quantization: a causal LM, or the class that
         ``auto_class`` names (e.g. ``AutoModelForSequenceClassification`` with ``num_labels=1`` for reward models)."""
-        path, gguf_file = self.path, self.gguf_file
-        if gguf_file is not None and self.quantization is not None:
-            # transformers cannot re-quantize a GGUF on load: convert it once to plain weights, then quantize those.
-            path, gguf_file = str(dequantized_gguf_dir(self)), None
+        # A GGUF loads from its cached plain copy: dense weights (trainable, wrappable by any adapter, exported as
+        # ordinary safetensors) that can also be quantized anew, which transformers cannot do to a GGUF on load.
+        path = self.path if self.gguf_file is None else str(dense_gguf_dir(self))
         kwargs: dict[str, Any] = {
             "revision": self.revision,
             "trust_remote_code": self.trust_remote_code,
             "dtype": torch_dtype(self.dtype),
         }
-        if gguf_file is not None:
-            # Plain dense weights: trainable, wrappable by any adapter, exported as ordinary safetensors.
-            kwargs.update(gguf_file=gguf_file, **dense_gguf_kwargs())
         if self.attn_implementation is not None:
             kwargs["attn_implementation"] = self.attn_implementation
         if self.quantization is not None:
             kwargs["quantization_config"] = self.quantization
-        model = auto_class.from_pretrained(path, **kwargs, **model_kwargs)
-        if gguf_file is not None:
-            drop_gguf_quantization(model)
-        return model
+        return auto_class.from_pretrained(path, **kwargs, **model_kwargs)
 
 
 def find_gguf_file(path: str) -> str | None:
@@ -189,19 +186,29 @@ def drop_gguf_quantization(model: PreTrainedModel) -> None:
         del model.config.quantization_config
 
 
-def dequantized_gguf_dir(spec: ModelSpec) -> Path:
-    """A cached plain-safetensors copy of a GGUF model, written once (atomically) and reused."""
+def dense_gguf_dir(spec: ModelSpec) -> Path:
+    """A cached plain copy of a GGUF model (float32 safetensors, config, tokenizer with its chat template), written
+    once, atomically (concurrent writers: the first rename wins), and reused by every later load. The cache lives
+    under ``$LIGHTNING_FT_CACHE`` (default ``~/.cache/lightning_ft``), keyed by the file's path, size and mtime."""
     gguf_path = Path(spec.path) / str(spec.gguf_file)
     stat = gguf_path.stat()
-    key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"2:{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     cache_root = Path(os.environ.get("LIGHTNING_FT_CACHE", Path.home() / ".cache" / "lightning_ft"))
     target = cache_root / "gguf" / f"{gguf_path.stem}-{key}"
-    if not (target / "config.json").exists():
-        model = AutoModelForCausalLM.from_pretrained(
-            spec.path, gguf_file=spec.gguf_file, dtype=torch.float32, **dense_gguf_kwargs()
-        )
-        drop_gguf_quantization(model)
-        partial = target.with_name(target.name + f".partial-{os.getpid()}")
-        model.save_pretrained(partial)
+    if (target / "config.json").exists():
+        return target
+    model = AutoModelForCausalLM.from_pretrained(
+        spec.path, gguf_file=spec.gguf_file, dtype=torch.float32, **dense_gguf_kwargs()
+    )
+    drop_gguf_quantization(model)
+    tokenizer = AutoTokenizer.from_pretrained(spec.path, gguf_file=spec.gguf_file)
+    partial = target.with_name(target.name + f".partial-{os.getpid()}")
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    try:
         partial.rename(target)
+    except OSError:  # another process wrote it meanwhile
+        shutil.rmtree(partial, ignore_errors=True)
+        if not (target / "config.json").exists():
+            raise
     return target

@@ -58,3 +58,33 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_model_dir, tiny_to
         gradients.append({n: p.grad.clone() for n, p in module.model.named_parameters()})
     for name, gradient in gradients[0].items():
         torch.testing.assert_close(gradients[1][name], gradient, msg=name)
+
+
+def test_a_gguf_loads_from_its_cached_plain_copy_exactly(smollm2_dir, monkeypatch):
+    """The cached copy gives the GGUF's own tokens, template and logits; once it exists, loads never parse the GGUF
+    again (that parse is what made every load of the 135M model take tens of seconds)."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_loading
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lightning_ft.model.spec import dense_gguf_dir, dense_gguf_kwargs
+
+    spec = ModelSpec(path=str(smollm2_dir))
+    cached = dense_gguf_dir(spec)
+    assert dense_gguf_dir(spec) == cached and (cached / "model.safetensors").exists()
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("the GGUF was parsed again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(gguf_loading, "load_gguf_checkpoint", no_parsing)
+        tokenizer, model = spec.load_tokenizer(), spec.load_model()
+    direct_tokenizer = AutoTokenizer.from_pretrained(spec.path, gguf_file=spec.gguf_file)
+    text = "<|im_start|>user\nWhat is 12 × 7? Ünïcödé\t tabs<|im_end|>\n"
+    assert tokenizer(text)["input_ids"] == direct_tokenizer(text)["input_ids"]
+    assert tokenizer.chat_template == direct_tokenizer.chat_template
+    direct = AutoModelForCausalLM.from_pretrained(
+        spec.path, gguf_file=spec.gguf_file, dtype=torch.float32, **dense_gguf_kwargs()
+    )
+    ids = torch.tensor([tokenizer(text)["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, direct(ids).logits)
