@@ -186,7 +186,7 @@ def test_a_weighted_mix_and_ewc_parse_from_yaml_and_flags(tiny_model_dir, tmp_pa
         ("data/domain/train.jsonl", 0.8, "records"),
         ("../shared/data/pretrain/c4_demo.jsonl", 0.2, "records"),
     ]
-    assert cli.model.ewc.strength == 1e4 and cli.model.ewc.replay.train == "../shared/data/pretrain/c4_demo.jsonl"
+    assert cli.model.ewc.strength == 0.01 and cli.model.ewc.replay.train == "../shared/data/pretrain/c4_demo.jsonl"
     mix = "[{path: a.jsonl, weight: 3}, {path: b.txt, weight: 1, kind: text}]"
     cli = instantiate(
         ["--config", str(CONFIG_DIR / "sft" / "lora.yaml"), "--model.model.path", str(tiny_model_dir)]

@@ -2,10 +2,10 @@
 and with EWC, on the same model, data, LoRA, steps and seed.
 
 The domain (``--domain``) is Chinese instruction text (alpaca-gpt4-zh: instructions with their answers, as raw text;
-the last records held out), or GSM8K (train problems with worked solutions; held out: GSM8K test). The general text is
-C4 (`../shared/data/pretrain/c4_demo.jsonl`): its first 200 documents are the replay set (mixed in, or the Fisher's
-data for EWC), its last ones the general held-out set. Each run reports the mean token loss on held-out domain and
-general text, before (the base model) and after. The last line printed is one JSON object.
+the last records held out), or GSM8K (train problems with worked solutions; held out: GSM8K test). The general text
+is C4 (`../shared/data/pretrain/c4_demo.jsonl`): its first ``--replay-docs`` documents are the replay set (mixed in,
+or the Fisher's data for EWC), its last ones the general held-out set. Each run reports the mean token loss on
+held-out domain and general text, before (the base model) and after. The last line printed is one JSON object.
 
 Usage:
   python tools/forgetting_study.py [--domain zh|gsm8k] [--model DIR] [--steps 24] [--lr 1e-3] [--output DIR]
@@ -48,7 +48,9 @@ def domain_texts(domain: str) -> tuple[list[str], list[str]]:
     return texts[:-100], texts[-100:]
 
 
-def study_data(output: Path, domain: str, domain_train: int, domain_eval: int, general_eval: int) -> dict[str, str]:
+def study_data(
+    output: Path, domain: str, domain_train: int, domain_eval: int, general_eval: int, replay_docs: int
+) -> dict[str, str]:
     """The four text files: domain train / held-out, general replay / held-out."""
     output.mkdir(parents=True, exist_ok=True)
     train, held_out = domain_texts(domain)
@@ -56,7 +58,7 @@ def study_data(output: Path, domain: str, domain_train: int, domain_eval: int, g
     return {
         "domain": write_texts(output / "domain.jsonl", train[:domain_train]),
         "domain_eval": write_texts(output / "domain_eval.jsonl", held_out[:domain_eval]),
-        "replay": write_texts(output / "replay.jsonl", c4[:200]),
+        "replay": write_texts(output / "replay.jsonl", c4[:replay_docs]),
         "general_eval": write_texts(output / "general_eval.jsonl", c4[-general_eval:]),
     }
 
@@ -68,7 +70,7 @@ def losses(module: SFT, data: TextData) -> dict[str, float]:
     return {"domain": float(merged["val/loss"]), "general": float(merged["val_general/loss"])}
 
 
-def run(setting: str, files: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+def run(setting: str, files: dict[str, str], args: argparse.Namespace, first: bool) -> dict[str, Any]:
     L.seed_everything(0)
     lora = LoraConfig(task_type="CAUSAL_LM", r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")
     ewc = None
@@ -96,7 +98,7 @@ def run(setting: str, files: dict[str, str], args: argparse.Namespace) -> dict[s
         batch_size=args.batch_size,
         tokenizer=module.tokenizer,
     )
-    before = losses(module, data) if setting == "plain" else None
+    before = losses(module, data) if first else None  # the base's (the adapter starts as a no-op)
     trainer = L.Trainer(
         accelerator="cpu",
         max_steps=args.steps,
@@ -139,13 +141,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--domain-train", type=int, default=256, help="domain documents trained on")
     parser.add_argument("--domain-eval", type=int, default=32, help="domain documents held out")
     parser.add_argument("--general-eval", type=int, default=8, help="C4 documents held out (the last ones)")
+    parser.add_argument("--replay-docs", type=int, default=200, help="C4 documents replayed (the first ones)")
     parser.add_argument("--replay-share", type=float, default=0.25)
     parser.add_argument("--ewc-strength", type=float, default=100.0)
     parser.add_argument("--fisher-examples", type=int, default=32)
     parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
     args = parser.parse_args(argv)
-    files = study_data(Path(args.output), args.domain, args.domain_train, args.domain_eval, args.general_eval)
-    results = [run(setting, files, args) for setting in ["plain", *[s for s in args.settings if s != "plain"]]]
+    files = study_data(
+        Path(args.output), args.domain, args.domain_train, args.domain_eval, args.general_eval, args.replay_docs
+    )
+    settings = [setting for setting in SETTINGS if setting in args.settings]
+    results = [run(setting, files, args, first=index == 0) for index, setting in enumerate(settings)]
     print(table(results))
     summary = {"settings": vars(args), "results": results}
     print(json.dumps(summary))

@@ -25,7 +25,7 @@ def test_three_settings_on_the_tiny_model(tiny_model_dir, tmp_path, capsys):
         [
             *("--model", str(tiny_model_dir), "--output", str(tmp_path), "--steps", "3", "--block-size", "32"),
             *("--domain-train", "16", "--domain-eval", "4", "--general-eval", "2", "--fisher-examples", "4"),
-            *("--ewc-strength", "1e6", "--lr", "1e-2"),
+            *("--ewc-strength", "1e6", "--lr", "1e-2", "--domain", "gsm8k", "--replay-docs", "8"),
         ]
     )
     plain, replay, ewc = summary["results"]
