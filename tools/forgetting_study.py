@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--general-eval", type=int, default=8, help="C4 documents held out (the last ones)")
     parser.add_argument("--replay-docs", type=int, default=200, help="C4 documents replayed (the first ones)")
     parser.add_argument("--replay-share", type=float, default=0.25)
-    parser.add_argument("--ewc-strength", type=float, default=100.0)
+    parser.add_argument("--ewc-strength", type=float, default=0.01)
     parser.add_argument("--fisher-examples", type=int, default=32)
     parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
     args = parser.parse_args(argv)
