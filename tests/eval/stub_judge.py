@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.chat_stub import ChatStubHandler, ChatStubServer
 
 VERDICT = '{"reasoning": "Correct and clear.", "score": 8}'
 
 
-class StubHandler(BaseHTTPRequestHandler):
+class StubHandler(ChatStubHandler):
     """``POST /v1/chat/completions`` answering per the server's ``mode``: ``verdict``, ``garbage``, ``error`` (HTTP
     500), ``slow`` (after the client's timeout) or ``first_wins`` (a score of 8 to grading, "1" to comparisons: a
     judge with total position bias); refuses (429) past ``max_requests``."""
@@ -30,34 +30,12 @@ class StubHandler(BaseHTTPRequestHandler):
         if self.server.mode == "first_wins":
             comparing = "Assistant 1" in body["messages"][-1]["content"]
             content = '{"reasoning": "The first.", "winner": "1"}' if comparing else VERDICT
-        message = {"role": "assistant", "content": content}
-        choice = {"index": 0, "message": message, "finish_reason": "stop"}
-        usage = {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}
-        response = {"id": "stub", "object": "chat.completion", "created": 0, "model": body["model"]}
-        self.reply(200, {**response, "choices": [choice], "usage": usage})
-
-    def reply(self, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        self.complete(content, body["model"])
 
 
-class StubServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class StubServer(ChatStubServer):
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), StubHandler)
+        super().__init__(StubHandler)
         self.mode = "verdict"
         self.requests: list[dict[str, Any]] = []
         self.max_requests = 20
-        self.release = threading.Event()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"

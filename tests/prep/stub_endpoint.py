@@ -8,8 +8,9 @@ import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.chat_stub import ChatStubHandler, ChatStubServer, serving
 
 # Distinct tasks (pairwise ROUGE-L well below 0.7, and to the seed tasks), with rejects at fixed places.
 TASKS = [
@@ -33,7 +34,7 @@ TASKS = [
 GARBAGE = "Input: ???"  # neither a numbered list nor an example with an output
 
 
-class EndpointHandler(BaseHTTPRequestHandler):
+class EndpointHandler(ChatStubHandler):
     """``POST /v1/chat/completions``. Request number ``n`` (from 1) behaves as ``server.script.get(n, "ok")``: ``ok``
     answers the prompt (instruction lists, examples, translations), ``garbage`` sends `GARBAGE`, ``error`` HTTP 500,
     ``slow`` answers after the client's timeout. Past ``max_requests`` it refuses with 429."""
@@ -53,43 +54,19 @@ class EndpointHandler(BaseHTTPRequestHandler):
         if behaviour == "slow":
             self.server.release.wait(timeout=self.server.slow_seconds)
         content = GARBAGE if behaviour == "garbage" else self.server.answer(body["messages"][-1]["content"])
-        choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-        usage = {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}
-        response = {"id": "stub", "object": "chat.completion", "created": 0, "model": body["model"]}
-        self.reply(200, {**response, "choices": [choice], "usage": usage})
-
-    def reply(self, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        self.complete(content, body["model"])
 
 
-class EndpointStub(ThreadingHTTPServer):
-    daemon_threads = True
-
+class EndpointStub(ChatStubServer):
     def __init__(self, tasks_per_reply: int = 3) -> None:
-        super().__init__(("127.0.0.1", 0), EndpointHandler)
+        super().__init__(EndpointHandler)
         self.script: dict[int, str] = {}
         self.requests: list[dict[str, Any]] = []
         self.max_requests = 200
         self.tasks_per_reply = tasks_per_reply
         self.next_task = 0
         self.lock = threading.Lock()
-        self.release = threading.Event()
         self.slow_seconds = 1.0
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that timed out closed the socket a slow reply writes to
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
 
     def answer(self, prompt: str) -> str:
         """New tasks for an instruction prompt (the next ones of `TASKS`, numbered as asked), an example for an
@@ -109,13 +86,5 @@ class EndpointStub(ThreadingHTTPServer):
 
 @contextmanager
 def running_stub(tasks_per_reply: int = 3) -> Iterator[EndpointStub]:
-    server = EndpointStub(tasks_per_reply)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(EndpointStub(tasks_per_reply)) as server:
         yield server
-    finally:
-        server.release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
