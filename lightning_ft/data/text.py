@@ -16,6 +16,7 @@ from lightning_ft.data.mixing import MixSource
 from lightning_ft.data.module import RecordTokenizer, TokenizedData
 from lightning_ft.data.packing import PackingCollator
 from lightning_ft.data.sources import DataError
+from lightning_ft.data.streaming import TextStream, stream_loader
 
 
 def text_tokenizer(tokenizer: PreTrainedTokenizerBase, text_field: str = "text") -> RecordTokenizer:
@@ -198,8 +199,6 @@ class TextData(TokenizedData):
         return PackingCollator(self._require_tokenizer().pad_token_id)
 
     def _stream_loader(self) -> DataLoader:
-        from lightning_ft.data.streaming import TextStream, stream_loader
-
         if len(self.sources) > 1:
             raise ValueError("streaming reads one source (a file, a directory of shards or a hub id), not a mix")
         if self.trainer is not None and self.trainer.max_steps == -1:

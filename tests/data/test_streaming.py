@@ -108,3 +108,9 @@ def test_a_malformed_line_met_while_streaming_names_file_and_line(tmp_path):
     path.write_text('{"text": "fine"}\n\n{"text": "also fine",}\n')
     with pytest.raises(DataError, match=r"bad\.jsonl:3: malformed JSON"):
         next(iter(stream(str(path), build_tiny_tokenizer())))
+
+
+def test_a_reader_with_no_documents_says_so_instead_of_waiting_forever(tmp_path):
+    path = write_jsonl(tmp_path / "one.jsonl", [{"text": "only one document"}])
+    with pytest.raises(DataError, match=r"one\.jsonl: no documents for reader 1 of 2"):
+        next(iter(stream(str(path), build_tiny_tokenizer(), rank=1, world_size=2)))
