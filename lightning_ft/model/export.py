@@ -76,7 +76,7 @@ def save_export(
         generation_config.save_pretrained(staging)
     manifest = {"kind": kind, "base": spec.to_dict(), **(details or {})}
     (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
-    _replace_directory(staging, directory)
+    replace_directory(staging, directory)
     return directory
 
 
@@ -96,7 +96,8 @@ def _generation_config(
     return config
 
 
-def _replace_directory(staging: Path, directory: Path) -> None:
+def replace_directory(staging: Path, directory: Path) -> None:
+    """Move the complete ``staging`` directory to ``directory``, removing a previous one only once it is replaced."""
     previous = directory.with_name(f".{directory.name}.previous-{os.getpid()}")
     if directory.exists():
         directory.rename(previous)
