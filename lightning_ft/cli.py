@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import os
@@ -33,6 +34,8 @@ from lightning_ft.eval.evaluate import evaluate
 from lightning_ft.eval.reward import score_pairs
 from lightning_ft.model.export import load_export, merge_export
 from lightning_ft.model.generation import Conversation, chat_loop
+from lightning_ft.model.gguf_export import export_gguf
+from lightning_ft.model.gguf_weights import GgufType
 from lightning_ft.model.heads import unwrap
 from lightning_ft.model.llava import assemble_llava
 from lightning_ft.model.sampling import check_sampling_values, sampling_options
@@ -128,14 +131,22 @@ def _tokenizer_of(module: FineTuneModule):  # noqa: ANN202 - the return type wou
     return getattr(module, "processor", None) or module.tokenizer  # vision-language models: their processor
 
 
-def export(adapter: str, output: str, dtype: DTypeName = "float32") -> None:
-    """Merge an adapter export into its base model and write a standalone Hugging Face model.
+def export(adapter: str, output: str, dtype: DTypeName = "float32", gguf: GgufType | None = None) -> None:
+    """Merge an adapter export into its base model and write a standalone Hugging Face model, or with ``--gguf TYPE``
+    one GGUF file for llama.cpp and Ollama (chat template and stop tokens included).
 
     Args:
-        adapter: An export directory written during training (``.../hf/final``).
-        output: Where to write the merged model and tokenizer.
-        dtype: Dtype of the written weights.
+        adapter: An export directory written during training (``.../hf/final``); with ``--gguf``, also a full export
+            or any Hugging Face model directory.
+        output: Where to write the merged model and tokenizer; with ``--gguf``, a ``.gguf`` file path or a directory
+            that receives ``model-<TYPE>.gguf``.
+        dtype: Dtype of the written weights (with ``--gguf``: the dtype adapters are merged in).
+        gguf: Write one GGUF file of this tensor type instead: f32, f16, bf16 or q8_0 (norms stay f32).
+            Architectures: llama, mistral, qwen2.
     """
+    if gguf is not None:
+        print(f"GGUF model written to {export_gguf(adapter, output, gguf_type=gguf, dtype=dtype)}")
+        return
     path = merge_export(adapter, output, dtype=dtype)
     print(f"Merged model written to {path}")
 
@@ -190,6 +201,99 @@ def chat(
         print(conversation.ask(prompt))
     else:
         chat_loop(conversation)
+
+
+def optional_module(name: str, extra: str) -> types.ModuleType:
+    """Imports a module that needs an optional extra, or stops with the command that installs it."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.startswith("lightning_ft"):
+            raise
+        raise SystemExit(
+            f"lightning-ft {extra} needs the `{extra}` extra ({error.name} is not installed): "
+            f'pip install "lightning-ft[{extra}]"'
+        ) from error
+
+
+def merge(
+    config_file: str,
+    output: str,
+    dtype: DTypeName | None = None,
+    base_tokenizer: str | None = None,
+    materialize: bool = False,
+    adapter_combination: str | None = None,
+    seed: int | None = None,
+    device: str = "cpu",
+) -> None:
+    """Merge models with MergeKit: `lightning-ft merge CONFIG.yaml OUTPUT_DIR`.
+
+    CONFIG is a MergeKit YAML (linear, slerp, task_arithmetic, ties, dare_ties, ...); a ``model:`` may also be a
+    lightning-ft adapter export or a GGUF directory. When every model is a LoRA export of one base and the method maps
+    onto peft, the adapters merge as adapters (the output is an adapter export); otherwise full models merge.
+
+    Args:
+        config_file: A MergeKit YAML file.
+        output: The directory to write (replaced only once the merge is complete).
+        dtype: Dtype of the written weights (default: the YAML's out_dtype/dtype, else the base's).
+        base_tokenizer: The model whose tokenizer, chat template and generation config the output gets (default:
+            base_model, else the first model).
+        materialize: Merge full models even when every model is an adapter export of one base.
+        adapter_combination: peft combination_type for the adapter path (cat, linear, svd, ties, dare_ties, ...)
+            instead of the method's counterpart.
+        seed: Seed for the random methods (DARE).
+        device: Where MergeKit computes: cpu, cuda or auto.
+    """
+    merging = optional_module("lightning_ft.merge", extra="merge")
+    try:
+        options = {"materialize": materialize, "adapter_combination": adapter_combination, "seed": seed}
+        report = merging.merge_models(config_file, output, dtype, base_tokenizer, device=device, **options)
+    except (merging.MergeConfigError, merging.MergeSourceError) as error:
+        raise SystemExit(f"lightning-ft merge: {error}") from error
+    print(f"Merged model ({report.method}, {report.path} path) written to {report.output}")
+
+
+def serve(
+    model: str,
+    adapter: list[str] | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key_env: str = "LIGHTNING_FT_API_KEY",
+    max_batch_size: int = 8,
+    batch_timeout: float = 0.05,
+    dtype: DTypeName = "float32",
+) -> None:
+    """Serve a model and its LoRA adapters with an OpenAI-compatible API (/v1/chat/completions, /v1/completions,
+    /v1/models) until Ctrl-C. Prompts are rendered with each export's chat template; options a request leaves unset
+    take the values its generation_config.json records.
+
+    Args:
+        model: An export directory (full, or adapter: then served with its base), a Hugging Face model directory, a
+            GGUF directory or a hub id; requests name it as given (an adapter export's base by its recorded path).
+        adapter: ``NAME=EXPORT_DIR``: a LoRA adapter export of the same base, served as model NAME (repeatable).
+        host: Address to bind: 127.0.0.1 (this machine only), 0.0.0.0 or ::.
+        port: Port to listen on.
+        api_key_env: Environment variable holding the API key; when it is set, requests must send
+            ``Authorization: Bearer <key>``.
+        max_batch_size: Most requests generated together.
+        batch_timeout: Seconds to wait for a batch to fill.
+        dtype: Dtype to load the weights in.
+    """
+    pairs = [item.partition("=") for item in adapter or []]
+    if any(not name or not directory for name, _, directory in pairs):
+        raise ValueError(f"--adapter takes NAME=EXPORT_DIR, got {adapter}")
+    server = optional_module("lightning_ft.serve.server", extra="serve")
+    config = server.ServeConfig(
+        model=model,
+        adapters={name: directory for name, _, directory in pairs},
+        host=host,
+        port=port,
+        api_key=os.environ.get(api_key_env) or None,
+        max_batch_size=max_batch_size,
+        batch_timeout=batch_timeout,
+        dtype=dtype,
+    )
+    server.run_server(config)
 
 
 DATA_COMMANDS: dict[str, Callable[..., Any]] = {
@@ -257,12 +361,16 @@ EXTRA_COMMANDS = {
     "score": score_pairs,
     "assemble-llava": assemble_llava,
     "eval": evaluate,
+    "serve": serve,
+    "merge": merge,
 }
 
 
 def command_arguments(function: Callable[..., Any], argv: list[str]) -> list[str]:
     """Flags as users type them: ``--max-new-tokens`` is ``--max_new_tokens``, and a list option may be repeated
-    (``--data a.jsonl --data b.jsonl``, jsonargparse's ``--data+``) or given as a list (``--data [a,b]``)."""
+    (``--data a.jsonl --data b.jsonl``, jsonargparse's ``--data+``) or given as a list (``--data [a,b]``); values
+    before the first flag are the required parameters in order (``merge CONFIG OUTPUT``)."""
+    argv = _leading_positionals_as_flags(function, argv)
     hints = typing.get_type_hints(function)
     lists = {name for name, hint in hints.items() if list in {typing.get_origin(hint), *map(_origin, _members(hint))}}
     arguments = []
@@ -274,6 +382,16 @@ def command_arguments(function: Callable[..., Any], argv: list[str]) -> list[str
                 argument += "+"
         arguments.append(argument)
     return arguments
+
+
+def _leading_positionals_as_flags(function: Callable[..., Any], argv: list[str]) -> list[str]:
+    parameters = inspect.signature(function).parameters.values()
+    required = [parameter.name for parameter in parameters if parameter.default is parameter.empty]
+    count = next((index for index, argument in enumerate(argv) if argument.startswith("-")), len(argv))
+    if count > len(required):
+        return argv  # the parser reports the unexpected values
+    named = zip(required, argv[:count], strict=False)
+    return [item for name, value in named for item in (f"--{name}", value)] + argv[count:]
 
 
 def _members(hint: Any) -> tuple[Any, ...]:
