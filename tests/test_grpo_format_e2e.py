@@ -13,7 +13,7 @@ from tests.helpers import recipe_cli, write_jsonl
 
 pytestmark = pytest.mark.slow
 ASK = " Reply in one sentence: The answer is N."
-TRAIN_PROMPTS = 20  # GSM8K train records 0-19: 10 steps of 2 prompts
+TRAIN_PROMPTS = 10  # GSM8K train records 0-9: 10 steps of 1 prompt
 HELD_OUT = 16  # GSM8K test records 1303-1318, 2 samples each
 
 

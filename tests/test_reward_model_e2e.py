@@ -12,7 +12,7 @@ from tests.conftest import shared_data
 from tests.helpers import identical_pairs, recipe_cli
 
 pytestmark = pytest.mark.slow
-TRAIN_PAIRS = 600  # hh-rlhf records 0-599
+TRAIN_PAIRS = 400  # hh-rlhf records 0-399
 HELD_OUT = 350  # records 2004-2353
 ASSISTANT = "\n\nAssistant:"
 

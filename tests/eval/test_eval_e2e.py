@@ -40,7 +40,7 @@ def test_lora_on_gsm8k_before_and_after(smollm2_dir: Path, tmp_path: Path) -> No
     printed = run(
         *("lightning-ft", "eval", "--model", str(export), "--baseline", str(smollm2_dir)),
         *("--data", str(shared_data("eval/gsm8k_test.jsonl")), "--limit", str(TEST_ITEMS)),
-        *("--max-new-tokens", "256", "--batch-size", "8", "--output", str(output)),
+        *("--max-new-tokens", "256", "--batch-size", str(TEST_ITEMS), "--output", str(output)),
     )
     print(printed)
     report, items = json.loads((output / "report.json").read_text()), read_jsonl(output / "items.jsonl")
