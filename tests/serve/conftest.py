@@ -1,5 +1,5 @@
 """One server for every test of tests/serve: a context-dependent tiny Llama as the base and two LoRA adapter
-exports of it with different random weights, behind an API key, started once and always stopped."""
+exports of it with different random weights, behind an API key, started once for the package and always stopped."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def adapter_dirs(base_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     return exports
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped once tests/serve is done: idle LitServe workers still poll
 def server_url(base_dir: Path, adapter_dirs: dict[str, Path]) -> Iterator[str]:
     adapters = {name: str(directory) for name, directory in adapter_dirs.items()}
     config = ServeConfig(model=str(base_dir), adapters=adapters, port=0, api_key=API_KEY, batch_timeout=0.05)
@@ -55,6 +55,6 @@ def server_url(base_dir: Path, adapter_dirs: dict[str, Path]) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def client(server_url: str):  # noqa: ANN201 - openai is imported at run time
     return openai.OpenAI(base_url=server_url, api_key=API_KEY, timeout=60, max_retries=0)
