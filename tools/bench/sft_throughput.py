@@ -15,44 +15,29 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "sft_alpaca" / "alpaca_gpt4_en_demo.jsonl"
-DEFAULT_MODEL = ROOT / ".cache" / "models" / "smollm2"
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import (  # noqa: E402
+    DEFAULT_MODEL,
+    SHARED_DATA,
+    PeakRss,
+    add_device_metrics,
+    attn_implementation,
+    lora_config,
+    medians,
+    model_flops_per_token,  # noqa: F401  (tests/tools/test_bench_flops.py reads it here)
+    prepare_model,
+    run_rounds,
+    step_timer_callback,
+)
+
+DEFAULT_DATA = SHARED_DATA / "sft_alpaca" / "alpaca_gpt4_en_demo.jsonl"
 SYSTEMS = ("lightning_ft", "trl", "trl_packing")
 OPTIONAL_SYSTEMS = ("lightning_ft_compiled",)  # lightning_ft with `compile: true`
-
-
-class PeakRss:
-    """Samples this process's resident memory every 50 ms between `start` and `stop`."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self.process = psutil.Process()
-        self.peak = 0
-        self._running = False
-
-    def start(self) -> None:
-        self._running = True
-        self.peak = self.process.memory_info().rss
-        threading.Thread(target=self._sample, daemon=True).start()
-
-    def _sample(self) -> None:
-        while self._running:
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(0.05)
-
-    def stop(self) -> float:
-        self._running = False
-        return max(self.peak, self.process.memory_info().rss) / 2**20
 
 
 def records(args: argparse.Namespace) -> list[dict]:
@@ -113,58 +98,6 @@ def packed_rows(args: argparse.Namespace) -> int:
     return max(1, round(args.batch_size * statistics.fmean(lengths) / args.max_length))
 
 
-def attn_implementation(args: argparse.Namespace) -> str:
-    """flash-attention (varlen over packed rows) on GPU when installed, else PyTorch SDPA; the same for both."""
-    if args.accelerator == "cuda":
-        try:
-            import flash_attn  # noqa: F401
-
-            return "flash_attention_2"
-        except ImportError:
-            pass
-    return "sdpa"
-
-
-def model_flops_per_token(model, mean_context: float) -> float:
-    """Model FLOPs of one trained token with LoRA: forward (2 per frozen or trainable weight) and input gradients (2)
-    through every matmul weight, weight gradients (2) for trainable ones only, and causal attention over
-    ``mean_context`` earlier tokens (forward 4, backward 8 per layer and hidden unit). Recomputation is not counted."""
-    import torch
-
-    frozen = trainable = 0
-    for module in model.modules():
-        if isinstance(module, torch.nn.Linear):
-            for parameter in module.parameters(recurse=False):
-                if parameter.ndim == 2:
-                    if parameter.requires_grad:
-                        trainable += parameter.numel()
-                    else:
-                        frozen += parameter.numel()
-    config = model.config
-    attention = 12 * config.num_hidden_layers * config.hidden_size * mean_context
-    return 4 * frozen + 6 * trainable + attention
-
-
-def add_device_metrics(result: dict, model, mean_length: float) -> None:
-    """Achieved model TFLOP/s (and MFU against the chip's bf16 peak on GPU); peak GPU memory."""
-    import torch
-    from lightning.fabric.utilities.throughput import get_available_flops
-
-    flops = model_flops_per_token(model, mean_length / 2) * result["tokens_per_s"]
-    result["model_tflops_per_s"] = flops / 1e12
-    device = next(model.parameters()).device
-    if device.type == "cuda":
-        peak = get_available_flops(device, torch.bfloat16)
-        result["mfu"] = flops / peak if peak else None
-        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-
-
-def lora_config():
-    import peft
-
-    return peft.LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-
-
 def run_lightning_ft(args: argparse.Namespace) -> dict:
     import lightning as L
     import torch
@@ -182,7 +115,7 @@ def run_lightning_ft(args: argparse.Namespace) -> dict:
             path=args.model,
             tokenizer_path=args.tokenizer,
             dtype="bfloat16" if bf16 else "float32",
-            attn_implementation=attn_implementation(args),
+            attn_implementation=attn_implementation(args.accelerator),
         ),
         peft=lora_config(),
         compile=args.worker == "lightning_ft_compiled",
@@ -201,7 +134,7 @@ def run_lightning_ft(args: argparse.Namespace) -> dict:
     data.setup("fit")
     data.batch_size = args.packed_rows
     mean_length = statistics.fmean(len(ids) for ids in data.datasets["train"]["input_ids"])
-    meter = StepMeter(args.warmup, real_tokens)
+    meter = step_timer_callback(args.warmup, real_tokens)
     trainer = L.Trainer(
         accelerator=args.accelerator,
         devices=1,
@@ -224,43 +157,6 @@ def run_lightning_ft(args: argparse.Namespace) -> dict:
     return result
 
 
-class StepMeter:
-    """Lightning callback (built lazily so TRL workers need not import Lightning)."""
-
-    def __new__(cls, warmup: int, count_tokens):
-        import lightning as L
-
-        class _Meter(L.Callback):
-            def __init__(self) -> None:
-                self.rss = PeakRss()
-                self.tokens = 0
-                self.losses: list[float] = []
-                self.start = None
-
-            def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-                if trainer.global_step == warmup and self.start is None:
-                    self.start = time.perf_counter()
-                    self.rss.start()
-                if self.start is not None:
-                    self.tokens += count_tokens(batch)
-
-            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-                if self.start is not None:
-                    self.losses.append(float(trainer.callback_metrics["train/loss"]))
-                    self.end = time.perf_counter()
-
-            def result(self) -> dict:
-                return {
-                    "tokens_per_s": self.tokens / (self.end - self.start),
-                    "peak_rss_mb": self.rss.stop(),
-                    "mean_loss": statistics.fmean(self.losses),
-                    "tokens": self.tokens,
-                    "tokens_per_step": self.tokens / len(self.losses),
-                }
-
-        return _Meter()
-
-
 def run_trl(args: argparse.Namespace, packing: bool) -> dict:
     import torch
     from datasets import Dataset
@@ -270,7 +166,7 @@ def run_trl(args: argparse.Namespace, packing: bool) -> dict:
     rows = [dict(zip(("prompt", "completion"), to_chat(r), strict=True)) for r in records(args)]
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     model = AutoModelForCausalLM.from_pretrained(
-        args.model, dtype=torch.float32, attn_implementation=attn_implementation(args)
+        args.model, dtype=torch.float32, attn_implementation=attn_implementation(args.accelerator)
     )
 
     state = {"losses": [], "start": None, "end": None}
@@ -384,48 +280,14 @@ def main() -> None:
     args.workdir_root = tempfile.mkdtemp(prefix="sft-bench-")
     if not Path(args.data).exists():
         sys.exit(f"{args.data} is missing (../shared/data ships with the team's checkouts)")
-    if not (Path(args.model) / GGUF).exists() and not (Path(args.model) / "config.json").exists():
-        subprocess.run([sys.executable, str(ROOT / "tools" / "fetch_smollm2.py"), "--dest", args.model], check=True)
-    if (Path(args.model) / GGUF).exists():
-        # transformers keeps GGUF weights packed and casts around every matmul in bf16: give both systems the same
-        # plain safetensors copy (converted once, cached) so neither pays for the file format.
-        from lightning_ft.model.spec import ModelSpec, dequantized_gguf_dir
-
-        spec = ModelSpec(path=args.model)
-        args.tokenizer = str(Path(args.workdir_root) / "tokenizer")
-        spec.load_tokenizer().save_pretrained(args.tokenizer)
-        args.model = str(dequantized_gguf_dir(spec))
-    else:
-        args.tokenizer = args.model
+    prepare_model(args)
     args.packed_rows = packed_rows(args)
-    runs: dict[str, list[dict]] = {system: [] for system in args.systems.split(",")}
-
-    for pair in range(args.pairs):
-        for system in runs:
-            with tempfile.TemporaryDirectory() as workdir:
-                command = [sys.executable, __file__, "--worker", system, "--workdir", workdir] + [
-                    f"--{k.replace('_', '-')}={v}"
-                    for k, v in vars(args).items()
-                    if k not in ("worker", "workdir", "systems", "pairs", "workdir_root")
-                ]
-                output = subprocess.run(command, capture_output=True, text=True)
-                line = next((row for row in output.stdout.splitlines() if row.startswith("RESULT ")), None)
-                if line is None:
-                    sys.exit(f"{system} failed:\n{output.stdout[-3000:]}\n{output.stderr[-5000:]}")
-                result = json.loads(line[len("RESULT ") :])
-                runs[system].append(result)
-                print(f"pair {pair} {system}: {json.dumps(result)}", flush=True)
+    runs = run_rounds(__file__, args, args.systems.split(","), args.pairs, skip=("systems", "pairs"))
     summary = {
         "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "workdir", "workdir_root")},
         "lora": "r=16 alpha=32 all-linear",
     }
-    for system, results in runs.items():
-        summary[f"{system}_tokens_per_s"] = statistics.median(r["tokens_per_s"] for r in results)
-        summary[f"{system}_peak_rss_mb"] = statistics.median(r["peak_rss_mb"] for r in results)
-        losses = [r["mean_loss"] for r in results if r["mean_loss"] is not None]
-        summary[f"{system}_mean_loss"] = statistics.median(losses) if losses else None
-        summary[f"{system}_heldout_loss"] = statistics.median(r["heldout_loss"] for r in results)
-        summary[f"{system}_tokens_per_step"] = statistics.median(r["tokens_per_step"] for r in results)
+    summary.update(medians(runs, ("tokens_per_s", "peak_rss_mb", "mean_loss", "heldout_loss", "tokens_per_step")))
     if "lightning_ft" in runs:
         summary["base_heldout_loss"] = runs["lightning_ft"][0]["base_heldout_loss"]
     if "lightning_ft" in runs and "trl" in runs:
