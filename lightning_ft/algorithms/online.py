@@ -16,6 +16,12 @@ from lightning_ft.losses.sft import IGNORE_INDEX, Projection
 from lightning_ft.model.forward import sequence_hidden_states
 from lightning_ft.model.generation import policy_sampling, stop_token_ids, without_generation_defaults
 from lightning_ft.model.heads import output_projection
+from lightning_ft.model.shared_prefix import (
+    cache_keyword,
+    can_share_prefix,
+    prefix_cache,
+    shared_prefix_hidden_states,
+)
 from lightning_ft.model.spec import ModelSpec
 from lightning_ft.rewards.loading import load_rewards, reward_name, score_completions
 
@@ -31,10 +37,13 @@ class Completions:
     completion_mask: torch.Tensor  # (N, completion length): 1 up to and including the first stop token
     prompt_length: int
     scores: torch.Tensor  # (N,) weighted sum of the rewards
+    group_size: int = 1  # consecutive rows that continue the same prompt
 
     def rows(self, index: torch.Tensor) -> Completions:
+        """The completions at ``index`` (no longer grouped by prompt)."""
         return replace(
             self,
+            group_size=1,
             input_ids=self.input_ids[index],
             attention_mask=self.attention_mask[index],
             completion_mask=self.completion_mask[index],
@@ -119,9 +128,10 @@ class OnlinePolicy(ReferencedPolicy):
         Returns:
             ``(completions, per_reward)``: ``per_reward`` maps each reward's name to its ``(N,)`` unweighted scores.
         """
-        prompt_ids = batch["input_ids"].repeat_interleave(generations, dim=0)
+        sequences, completion_mask, texts = self.sample(
+            batch["input_ids"], batch["attention_mask"], temperature, generations
+        )
         prompt_mask = batch["attention_mask"].repeat_interleave(generations, dim=0)
-        sequences, completion_mask, texts = self.sample(prompt_ids, prompt_mask, temperature)
         prompts = [text for text in batch["prompt_text"] for _ in range(generations)]
         for function in self.reward_functions.values():
             if isinstance(function, nn.Module):  # reward models score where the policy runs
@@ -133,23 +143,35 @@ class OnlinePolicy(ReferencedPolicy):
             input_ids=sequences,
             attention_mask=torch.cat([prompt_mask, completion_mask], dim=1),
             completion_mask=completion_mask,
-            prompt_length=prompt_ids.shape[1],
+            prompt_length=prompt_mask.shape[1],
             scores=total.to(self.device),
+            group_size=generations,
         )
         return completions, {reward_name(name): scores.to(self.device) for name, scores in per_reward.items()}
 
     @torch.no_grad()
     def sample(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float, generations: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        """Complete left-padded prompts (greedily at temperature 0): ``(sequences, completion_mask, texts)``."""
+        """Complete left-padded prompts ``generations`` times each (greedily at temperature 0): ``(sequences,
+        completion_mask, texts)``, the completions of each prompt in consecutive rows.
+
+        Each prompt is run once: its key/value cache (all but its last token) is repeated for its completions, and
+        ``generate`` continues from it, drawing the same samples as from the repeated prompts.
+        """
         was_training = self.model.training
         self.model.eval()
         stops = stop_token_ids(self.tokenizer)
+        rows = input_ids.repeat_interleave(generations, dim=0)
+        rows_mask = attention_mask.repeat_interleave(generations, dim=0)
+        cache = None
+        if generations > 1 and input_ids.shape[1] > 1 and can_share_prefix(self.model):
+            _, cache = prefix_cache(self.model, input_ids[:, :-1], attention_mask[:, :-1], generations)
         with without_generation_defaults(self.model):
             sequences = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
+                input_ids=rows,
+                attention_mask=rows_mask,
+                **{cache_keyword(self.model): cache},
                 max_new_tokens=self.max_new_tokens,
                 eos_token_id=stops,
                 pad_token_id=self.tokenizer.pad_token_id,
@@ -157,7 +179,7 @@ class OnlinePolicy(ReferencedPolicy):
                 **policy_sampling(temperature, self.top_p),
             )
         self.model.train(was_training)
-        completions = sequences[:, input_ids.shape[1] :]
+        completions = sequences[:, rows.shape[1] :]
         completion_mask = through_first_stop(completions, stops)
         texts = [
             self.tokenizer.decode(row[:length], skip_special_tokens=True)
@@ -177,11 +199,21 @@ class OnlinePolicy(ReferencedPolicy):
     ) -> torch.Tensor:
         """``(N, completion length)`` log-probs of the sampled completion tokens (0 after each completion's end)
         under the sampling distribution, ``softmax(logits / temperature)``: the policy, its reference and the
-        sampling policy are all scored at the temperature the completions were drawn at."""
+        sampling policy are all scored at the temperature the completions were drawn at.
+
+        Completions of one prompt share its forward (`shared_prefix_hidden_states`) unless ``hidden`` is given.
+        """
+        labels = completion_labels(completions)
+        projection = self.sampling_projection(model)
+        start = completions.prompt_length
+        if hidden is None and completions.group_size > 1 and can_share_prefix(model):
+            hidden = shared_prefix_hidden_states(
+                model, completions.input_ids, completions.attention_mask, start, completions.group_size
+            )
+            return token_logps(hidden, projection, labels[:, start - 1 :])[:, 1:]
         if hidden is None:
             hidden = self.hidden_states(model, completions)
-        labels = completion_labels(completions)
-        return token_logps(hidden, self.sampling_projection(model), labels)[:, completions.prompt_length :]
+        return token_logps(hidden, projection, labels)[:, start:]
 
     def sampling_projection(self, model: nn.Module) -> Projection:
         """Hidden states -> the logits completions are sampled from: the output layer's, divided by the

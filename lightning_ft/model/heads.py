@@ -23,7 +23,8 @@ def final_hidden_states(model: nn.Module, **inputs: Any) -> torch.Tensor:
     """Run ``model`` and return its decoder's final (normed) hidden states, ``(batch, length, hidden)``.
 
     The full forward runs (so PEFT prompt methods still prepend their virtual tokens), but the language-model head
-    projects a single position only (``logits_to_keep=1``).
+    projects a single position only (``logits_to_keep=1``). No cache is built unless ``inputs`` pass one
+    (``cache`` with ``use_cache=True``).
     """
     captured: list[torch.Tensor] = []
 
@@ -32,7 +33,7 @@ def final_hidden_states(model: nn.Module, **inputs: Any) -> torch.Tensor:
 
     handle = unwrap(model).get_decoder().register_forward_hook(capture)
     try:
-        model(**inputs, logits_to_keep=1, use_cache=False)
+        model(**{"use_cache": False, **inputs}, logits_to_keep=1)
     finally:
         handle.remove()
     return captured[-1]
