@@ -56,12 +56,12 @@ def prepare_model(args: argparse.Namespace) -> None:
     if not (model / GGUF).exists() and not (model / "config.json").exists():
         subprocess.run([sys.executable, str(ROOT / "tools" / "fetch_smollm2.py"), "--dest", args.model], check=True)
     if (model / GGUF).exists():
-        from lightning_ft.model.spec import ModelSpec, dequantized_gguf_dir
+        from lightning_ft.model.spec import ModelSpec, dense_gguf_dir
 
         spec = ModelSpec(path=args.model)
         args.tokenizer = str(Path(args.workdir_root) / "tokenizer")
         spec.load_tokenizer().save_pretrained(args.tokenizer)
-        args.model = str(dequantized_gguf_dir(spec))
+        args.model = str(dense_gguf_dir(spec))
     else:
         args.tokenizer = args.model
 
