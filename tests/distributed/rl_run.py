@@ -33,8 +33,12 @@ def reward_length(prompts: list[str], completions: list[str], **fields: Any) -> 
 class FixedCompletions:
     """Completion ``j`` of a prompt: ``1 + (len(prompt) + 2 j) % 6`` tokens fixed by the prompt, then a stop token."""
 
-    def sample(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float) -> tuple:
-        rows, generations = [], getattr(self, "num_generations", 1)
+    def sample(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float, generations: int = 1
+    ) -> tuple:
+        input_ids = input_ids.repeat_interleave(generations, dim=0)
+        attention_mask = attention_mask.repeat_interleave(generations, dim=0)
+        rows = []
         for index, (ids, mask) in enumerate(zip(input_ids, attention_mask, strict=True)):
             prompt, j = ids[mask.bool()], index % generations
             length = 1 + (len(prompt) + 2 * j) % MAX_NEW_TOKENS
