@@ -46,3 +46,13 @@ def test_the_loop_answers_each_line_until_an_empty_one_or_the_end(tiny_model_dir
     written.clear()
     chat_loop(Echo(None, None), read=end_of_input, write=written.append)
     assert len(written) == 1  # the greeting only
+
+
+def test_stop_tokens_are_eos_and_the_end_of_turn_tokens_the_vocabulary_has(tiny_tokenizer):
+    from lightning_ft.model.generation import stop_token_ids
+
+    im_end = tiny_tokenizer.get_vocab()["<|im_end|>"]
+    assert stop_token_ids(tiny_tokenizer) == [im_end]  # eos is <|im_end|>; <|eot_id|> is not in the vocabulary
+    endoftext = tiny_tokenizer.get_vocab()["<|endoftext|>"]
+    plain = tiny_tokenizer.__class__(tokenizer_object=tiny_tokenizer.backend_tokenizer, eos_token="<|endoftext|>")
+    assert stop_token_ids(plain) == sorted([endoftext, im_end])
