@@ -15,7 +15,8 @@ from lightning_ft.callbacks import AtomicModelCheckpoint, TokenRateProgressBar
 from lightning_ft.cli import FineTuneCLI, main, trainer_defaults
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-CONFIGS = sorted(path for path in CONFIG_DIR.rglob("*.yaml") if path.parent.name != "strategies")
+FRAGMENT_DIRS = ("strategies", "loggers", "tune")  # added to a recipe with a second --config, or tune's spaces
+CONFIGS = sorted(path for path in CONFIG_DIR.rglob("*.yaml") if path.parent.name not in FRAGMENT_DIRS)
 TEXT_CONFIGS = [path for path in CONFIGS if path.parent.name != "multimodal"]  # tests/multimodal runs the others
 
 
