@@ -17,7 +17,7 @@ import lightning as L
 from jsonargparse import ActionConfigFile, auto_cli
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from lightning_ft.algorithms.base import FineTuneModule
@@ -26,6 +26,7 @@ from lightning_ft.callbacks import (
     HuggingFaceExport,
     TokenRateProgressBar,
     TokenThroughputMonitor,
+    TrackingReport,
 )
 from lightning_ft.callbacks.resume import RunLocation, resolve_resume, run_location
 from lightning_ft.compat import cli_config_value
@@ -53,7 +54,7 @@ DESCRIPTION = (
     "Fine-tune LLMs: `lightning-ft fit --config RECIPE.yaml`. Besides Lightning's subcommands: "
     "`lightning-ft export --help` (merge an adapter into its base), `lightning-ft chat --help` and "
     "`lightning-ft score --help` (score preference pairs with a reward model), `lightning-ft eval --help` (metrics, "
-    "baselines with confidence intervals, LLM judge)."
+    "baselines with confidence intervals, LLM judge), `lightning-ft tune --help` (hyperparameter search with Optuna)."
 )
 
 
@@ -81,10 +82,19 @@ class FineTuneCLI(LightningCLI):
             kept = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
             self.trainer_defaults = {**self.trainer_defaults, "callbacks": kept}
         resumed_run = self._resolve_ckpt_path(trainer_config)
-        if resumed_run is not None and trainer_config.get("logger") in (None, True) and "logger" not in kwargs:
+        if resumed_run is not None:
             # A resumed run goes on logging, checkpointing and exporting in the directory of the run it resumes.
-            kwargs["logger"] = TensorBoardLogger(str(resumed_run.save_dir), resumed_run.name, resumed_run.version)
-        return super().instantiate_trainer(**kwargs)
+            run_logger = TensorBoardLogger(str(resumed_run.save_dir), resumed_run.name, resumed_run.version)
+        else:
+            run_logger = TensorBoardLogger(trainer_config.get("default_root_dir") or os.getcwd())
+        if resumed_run is not None and trainer_config.get("logger") in (None, True) and "logger" not in kwargs:
+            kwargs["logger"] = run_logger
+        trainer = super().instantiate_trainer(**kwargs)
+        if trainer.loggers and not isinstance(trainer.loggers[0], TensorBoardLogger | CSVLogger):
+            # Trackers (MLflow, W&B) keep no run directory of ours: config.yaml, checkpoints and exports stay in
+            # default_root_dir's lightning_logs/version_N, where --ckpt_path last finds them.
+            trainer.loggers = [run_logger, *trainer.loggers]
+        return trainer
 
     def _resolve_ckpt_path(self, trainer_config: dict[str, Any]) -> RunLocation | None:
         """Turns ``--ckpt_path last`` (or a requeued SLURM job) into the newest checkpoint of any earlier run under
@@ -403,11 +413,21 @@ def _origin(hint: Any) -> Any:
 
 
 def trainer_defaults() -> dict[str, Any]:
-    return {"callbacks": [TokenRateProgressBar(), LearningRateMonitor(logging_interval="step")]}
+    callbacks: list[L.Callback] = [
+        TokenRateProgressBar(),
+        LearningRateMonitor(logging_interval="step"),
+        TrackingReport(),
+    ]
+    if os.environ.get("LIGHTNING_FT_TRIAL"):  # a `lightning-ft tune` trial: report to its study
+        callbacks += optional_module("lightning_ft.tune.trial", extra="tune").trial_callbacks()
+    return {"callbacks": callbacks}
 
 
 def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] == "tune":
+        optional_module("lightning_ft.tune.command", extra="tune").main(argv[1:])
+        return
     if argv and argv[0] == "data":
         result = run_data_command(argv[1:])
         if result is not None:

@@ -1,0 +1,1 @@
+"""`lightning-ft tune`: hyperparameter search with Optuna over `fit` runs (the `tune` extra)."""

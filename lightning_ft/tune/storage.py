@@ -1,0 +1,36 @@
+"""Where a study lives: an Optuna RDB URL (``sqlite:///study.db``, ``postgresql://...``, ``mysql://...``) or a journal
+file (``journal:PATH``, safe on NFS, where SQLite's locking is not). Several processes, on one machine or across a
+cluster, work on one study through it."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import optuna
+
+JOURNAL_PREFIX = "journal:"
+HEARTBEAT_INTERVAL_S = 60  # an RDB study notices a trial whose worker vanished (another node) after the grace period
+GRACE_PERIOD_S = 300
+
+
+def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.BaseStorage:
+    if url.startswith(JOURNAL_PREFIX):
+        path = Path(url.removeprefix(JOURNAL_PREFIX)).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = optuna.storages.journal.JournalFileOpenLock(str(path))
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path), lock_obj=lock))
+    if "://" not in url:
+        raise ValueError(f"--storage {url!r}: give an Optuna RDB URL (sqlite:///study.db) or journal:PATH")
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    # SQLite: several processes take turns writing; wait for the lock instead of failing at once.
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    timing = {"heartbeat_interval": HEARTBEAT_INTERVAL_S, "grace_period": GRACE_PERIOD_S} if heartbeat else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable since Optuna 3
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine, **timing)
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path.resolve()}"
