@@ -8,6 +8,7 @@ import io
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,9 @@ def plot_history(study: optuna.Study, path: Path) -> Path | str:
         from optuna.visualization.matplotlib import plot_optimization_history
     except ImportError as error:
         return f'no plot: {error.name} is not installed (pip install "lightning-ft[tune]")'
-    axes = plot_optimization_history(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        axes = plot_optimization_history(study)
     buffer = io.BytesIO()
     axes.figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     matplotlib.pyplot.close(axes.figure)
