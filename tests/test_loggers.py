@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,15 @@ def wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     wandb.finish()  # the logger leaves its run open; a later run in this process would attach to it
 
 
+def written(directory: Path, pattern: str, limit_s: float = 120) -> list[Path]:
+    """The files matching ``pattern`` once W&B's service process has written them (it may finish after teardown
+    returns on a loaded machine)."""
+    deadline = time.monotonic() + limit_s
+    while not (found := sorted(directory.glob(pattern))) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return found
+
+
 def test_wandb_offline_run_has_metrics_config_dataset_report_and_export(wandb, tiny_model_dir, in_tmp_path):
     tmp_path = in_tmp_path
     fit(tmp_path, tiny_model_dir, "wandb.yaml")
@@ -183,7 +193,7 @@ def test_wandb_offline_run_has_metrics_config_dataset_report_and_export(wandb, t
     wandb.teardown()  # the transaction log is written by W&B's service process, complete once it has stopped
 
     (run_dir,) = (tmp_path / "runs" / "wandb").glob("offline-run-*")
-    (log,) = run_dir.glob("run-*.wandb")
+    (log,) = written(run_dir, "run-*.wandb")
     records = list(wandb_records(log))
     kinds = [record.WhichOneof("record_type") for record in records]
     assert kinds[0] == "header" and kinds[-1] == "exit"

@@ -85,6 +85,16 @@ def load(work: Path) -> optuna.Study:
     return optuna.load_study(study_name="s", storage=open_storage(f"sqlite:///{work / 'study' / 'study.db'}"))
 
 
+def finished_so_far(work: Path) -> list[optuna.trial.FrozenTrial]:
+    """The finished trials of a study being run, none before its worker has created the database and the study."""
+    if not (work / "study" / "study.db").exists():
+        return []
+    try:
+        return finished(load(work))
+    except KeyError:  # the database file exists, the study row not yet
+        return []
+
+
 def run_tune(command: list[str], work: Path) -> subprocess.CompletedProcess:
     result = subprocess.run(command, env=environment(work), capture_output=True, text=True, timeout=STUDY_LIMIT_S)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -111,7 +121,7 @@ def resumed_study(tiny_model_dir, tmp_path_factory):
     process = subprocess.Popen(command, env=environment(work), stdout=log, stderr=log, start_new_session=True)
     try:
         deadline = time.monotonic() + STUDY_LIMIT_S
-        while not (work / "study" / "study.db").exists() or len(finished(load(work))) < 2:
+        while len(finished_so_far(work)) < 2:
             assert process.poll() is None, (work / "killed.log").read_text()[-3000:]
             assert time.monotonic() < deadline
             time.sleep(0.5)
