@@ -50,11 +50,18 @@ def field_names(
     return fields
 
 
+def absent(record: Mapping[str, Any], field: str, where: str, expected: str | None = None) -> DataError:
+    """The error for a required field that is absent (``missing field``) or JSON ``null`` (``is null``)."""
+    if field in record:
+        return DataError(f"{where}: field {field!r} is null" + (f"; expected {expected}" if expected else ""))
+    return DataError(f"{where}: missing field {field!r}")
+
+
 def _text(record: Mapping[str, Any], field: str, where: str, required: bool = True) -> str:
     value = record.get(field)
     if value is None:
         if required:
-            raise DataError(f"{where}: missing field {field!r}")
+            raise absent(record, field, where, "a string")
         return ""
     if not isinstance(value, str):
         raise DataError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")
@@ -162,7 +169,7 @@ def chat_to_messages(record: Mapping[str, Any], fields: dict[str, str], where: s
     """``messages`` (role/content) or ShareGPT ``conversations`` (from/value), with an optional ``system`` field."""
     turns = record.get(fields["messages"])
     if turns is None:
-        raise DataError(f"{where}: missing field {fields['messages']!r}")
+        raise absent(record, fields["messages"], where, "a non-empty list of turns")
     if not isinstance(turns, list) or not turns:
         raise DataError(f"{where}: field {fields['messages']!r} must be a non-empty list of turns")
     system = _text(record, fields["system"], where, required=False)

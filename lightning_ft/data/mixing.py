@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, Sampler
 
 from lightning_ft.data.sampling import EpochPosition
+from lightning_ft.errors import UsageError
 
 SourceKind = Literal["records", "text"]
 
@@ -40,21 +41,22 @@ def mix_sources(train: str | Sequence[MixSource | Mapping[str, Any]]) -> list[Mi
     if isinstance(train, str):
         return [MixSource(train)]
     if not train:
-        raise ValueError("train: an empty list; give a path or a list of {path, weight} sources")
+        raise UsageError("data.train: an empty list; give a path or a list of {path, weight} sources")
     sources = []
     for position, entry in enumerate(train):
         if isinstance(entry, Mapping):
             unknown = set(entry) - {"path", "weight", "kind"}
             if unknown or "path" not in entry:
-                raise ValueError(
-                    f"train[{position}]: expected keys path, weight, kind; got {sorted(entry)} "
+                raise UsageError(
+                    f"data.train[{position}]: expected keys path, weight, kind; got {sorted(entry)} "
                     f"({'unknown ' + str(sorted(unknown)) if unknown else 'no path'})"
                 )
             entry = MixSource(**entry)
+        at = f"data.train[{position}] ({entry.path})"
         if not isinstance(entry.weight, int | float) or not math.isfinite(entry.weight) or entry.weight <= 0:
-            raise ValueError(f"train[{position}] ({entry.path}): weight must be a positive number, got {entry.weight}")
+            raise UsageError(f"{at}: weight must be a positive number, got {entry.weight}")
         if entry.kind not in ("records", "text"):
-            raise ValueError(f"train[{position}] ({entry.path}): kind must be 'records' or 'text', got {entry.kind!r}")
+            raise UsageError(f"{at}: kind must be 'records' or 'text', got {entry.kind!r}")
         sources.append(entry)
     return sources
 

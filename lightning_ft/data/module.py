@@ -2,8 +2,9 @@
 
 Records are read, validated and tokenized once, in ``prepare_data``, with ``datasets.map``; the result is cached on disk
 under a fingerprint of the data, the tokenizer, its chat template and every option that changes the tokens, so
-``setup`` (and every later run) only loads it. Every row keeps its ``record`` number in the source; records dropped
-while tokenizing are counted, their numbers kept and reported; nothing is dropped silently.
+``setup`` (and every later run) only loads it. Every row keeps its ``record`` number in the source (its 0-based
+index); records dropped while tokenizing are counted, their numbers kept and reported by where they are in the files
+(`Places`: the line of a jsonl or csv record, else its 1-based record number); nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from lightning_ft.data.mixing import MixedItems, MixSource, SourceKind, WeightedMixSampler, mix_sources
 from lightning_ft.data.sampling import SeededRandomSampler
-from lightning_ft.data.sources import DataError, load_records
+from lightning_ft.data.sources import DataError, Places, check_encoding, read_source
 from lightning_ft.data.template_defaults import with_template_defaults
 from lightning_ft.data.tokenize import DROPPED, Overlong
+from lightning_ft.errors import UsageError
 from lightning_ft.options import check_option
 
 TOKENIZATION_VERSION = "5"  # bump whenever tokenized rows change: old caches must not be reused
@@ -38,13 +40,15 @@ RecordTokenizer = Callable[[Mapping[str, Any], str], dict[str, Any]]
 
 class RawPart(NamedTuple):
     """One split's records from one source: ``source`` is the index in `TokenizedData.sources` (None for the ``val``
-    and ``val_extra`` files), ``numbers`` the records' numbers in ``path``."""
+    and ``val_extra`` files), ``numbers`` the records' numbers (0-based indices) in ``path``, ``places`` where each
+    number is in the files."""
 
     split: str
     source: int | None
     path: str
     records: Dataset
     numbers: list[int]
+    places: Places
 
 
 SET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -82,6 +86,8 @@ class TokenizedData(L.LightningDataModule):
         num_workers: DataLoader worker processes.
         seed: Seed of the validation split and the shuffling.
         split: Split to read from a hub dataset.
+        encoding: Text encoding of local data files (jsonl, json, csv, txt), e.g. ``latin-1`` or ``cp1252``; a UTF-8
+            byte-order mark is skipped.
         tokenizer: Set by the CLI from the model (`lightning-ft` links it); pass it yourself in Python.
     """
 
@@ -100,13 +106,13 @@ class TokenizedData(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 42,
         split: str = "train",
+        encoding: str = "utf-8",
         tokenizer: PreTrainedTokenizerBase | ProcessorMixin | None = None,
     ) -> None:
         super().__init__()
+        check_ranges(max_length, batch_size, eval_batch_size, num_workers, val_fraction)
         if val is not None and val_fraction > 0:
-            raise ValueError("Give either `val` (a file) or `val_fraction`, not both.")
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+            raise UsageError("give either data.val (a file) or data.val_fraction, not both")
         check_option("overlong policy", overlong, Overlong)
         check_set_names(val_extra or {})
         self.train = train
@@ -123,6 +129,7 @@ class TokenizedData(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.split = split
+        self.encoding = check_encoding(encoding)
         self.tokenizer = tokenizer
         self.stats: dict[str, dict[str, int]] = {}
         self.dropped: dict[str, dict[str, list[int]]] = {}
@@ -184,21 +191,22 @@ class TokenizedData(L.LightningDataModule):
         Errors and reports use each part's record numbers in its source."""
         parts, held_out = [], []
         for index, source in enumerate(self.sources):
-            records = load_records(source.path, split=self.split)
+            records, places = read_source(source.path, self.split, self.encoding)
             if self.val is None and self.val_fraction > 0:
                 order = torch.randperm(len(records), generator=torch.Generator().manual_seed(self.seed)).tolist()
                 count = max(1, round(self.val_fraction * len(records)))
                 val_numbers, train_numbers = sorted(order[:count]), sorted(order[count:])
-                parts.append(RawPart("train", index, source.path, records.select(train_numbers), train_numbers))
-                held_out.append(RawPart("val", index, source.path, records.select(val_numbers), val_numbers))
+                train = RawPart("train", index, source.path, records.select(train_numbers), train_numbers, places)
+                parts.append(train)
+                held_out.append(RawPart("val", index, source.path, records.select(val_numbers), val_numbers, places))
             else:
-                parts.append(RawPart("train", index, source.path, records, list(range(len(records)))))
-        if self.val is not None:
-            records = load_records(self.val, split=self.split)
-            held_out.append(RawPart("val", None, self.val, records, list(range(len(records)))))
-        for name, path in self.val_extra.items():
-            records = load_records(path, split=self.split)
-            held_out.append(RawPart(f"val_{name}", None, path, records, list(range(len(records)))))
+                parts.append(RawPart("train", index, source.path, records, list(range(len(records))), places))
+        named = ([("val", self.val)] if self.val is not None else []) + [
+            (f"val_{name}", path) for name, path in self.val_extra.items()
+        ]
+        for split, path in named:
+            records, places = read_source(path, self.split, self.encoding)
+            held_out.append(RawPart(split, None, path, records, list(range(len(records))), places))
         return parts + held_out
 
     def _raw_splits(self) -> dict[str, tuple[str, Dataset, list[int]]]:
@@ -250,7 +258,10 @@ class TokenizedData(L.LightningDataModule):
         raw, numbers, source, split = part.records, part.numbers, part.path, part.split
         kind = self.kind_of(part.source)
         mapped = raw.map(
-            lambda record, index: {**tokenize(record, f"{source}: record {numbers[index]}"), "record": numbers[index]},
+            lambda record, index: {
+                **tokenize_as_written(tokenize, record, part.places, numbers[index]),
+                "record": numbers[index],
+            },
             with_indices=True,
             remove_columns=[column for column in raw.column_names if column not in self.kept_columns(raw.column_names)],
             new_fingerprint=self._fingerprint(raw, kind),
@@ -267,22 +278,23 @@ class TokenizedData(L.LightningDataModule):
         }
         kept = mapped.filter(lambda status: status not in DROPPED, input_columns="status")
         if report:
-            rank_zero_info(self._report(key, source, counts, len(kept)))
+            rank_zero_info(self._report(key, part, counts, len(kept)))
         if len(kept) == 0:
             raise DataError(f"{source}: no {split} records left to train on ({dict(counts)})")
         return kept
 
-    def _report(self, split: str, source: str, counts: Counter, kept: int) -> str:
+    def _report(self, split: str, part: RawPart, counts: Counter, kept: int) -> str:
+        """One line per split: counts, and where the dropped records are (`Places.describe`)."""
         parts = []
         for status, template in STATUS_DESCRIPTIONS.items():
             if counts.get(status):
-                part = f"{counts[status]} {template.format(max_length=self.max_length)}"
-                indices = self.dropped[split].get(status, [])
-                if indices:
-                    part += f" (records {', '.join(map(str, indices[:10]))}{', ...' if len(indices) > 10 else ''})"
-                parts.append(part)
+                described = f"{counts[status]} {template.format(max_length=self.max_length)}"
+                numbers = self.dropped[split].get(status, [])
+                if numbers:
+                    described += f" ({part.places.describe(numbers)})"
+                parts.append(described)
         details = "; ".join(parts) or "none truncated or dropped"
-        return f"{split} data ({source}): {sum(counts.values())} records, {kept} kept; {details}"
+        return f"{split} data ({part.path}): {sum(counts.values())} records, {kept} kept; {details}"
 
     def _fingerprint(self, raw: Dataset, kind: SourceKind = "records") -> str:
         tokenizer = self._require_tokenizer()
@@ -346,6 +358,46 @@ class TokenizedData(L.LightningDataModule):
             for source, count, items in zip(self.sources, counts, sampler.items_of_source, strict=True)
         ]
         return f"train mix, {len(sampler)} draws per epoch (seed {self.seed}; first epoch): " + "; ".join(parts)
+
+
+def tokenize_as_written(
+    tokenize: RecordTokenizer, record: Mapping[str, Any], places: Places, number: int
+) -> dict[str, Any]:
+    """``tokenize`` one record, named by its place. A record it refuses is tried once more as its JSON file holds it,
+    so the error tells a null field from a missing one (`datasets` gives every record of a file every field)."""
+    where = places(number)
+    try:
+        return tokenize(record, where)
+    except DataError as error:
+        failure = error
+    written = places.written(number)
+    if written is not None:
+        try:
+            tokenize(written, where)
+        except DataError as precise:
+            failure = precise
+    raise failure
+
+
+def check_ranges(
+    max_length: int, batch_size: int, eval_batch_size: int | None, num_workers: int, val_fraction: float
+) -> None:
+    """The numeric options in range, or a `UsageError` naming the option as the command line writes it."""
+    for name, value in (("max_length", max_length), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+        if value is not None:
+            check_integer(name, value, minimum=1)
+    check_integer("num_workers", num_workers, minimum=0)
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) or not 0 <= val_fraction < 1:
+        raise UsageError(
+            f"data.val_fraction must be at least 0 and below 1 (the share of train held out), got {val_fraction!r}"
+        )
+
+
+def check_integer(name: str, value: Any, minimum: int) -> None:
+    """``data.<name>`` must be an integer of at least ``minimum`` (1: positive, 0: non-negative)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer of {minimum} or more"
+        raise UsageError(f"data.{name} must be {kind}, got {value!r}")
 
 
 def check_set_names(val_extra: Mapping[str, str]) -> None:

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from lightning_ft.data.collate import SideBySideCollator
 from lightning_ft.data.formats import field_names
 from lightning_ft.data.mixing import MixSource
-from lightning_ft.data.module import RecordTokenizer, TokenizedData
+from lightning_ft.data.module import RecordTokenizer, TokenizedData, check_integer
 from lightning_ft.data.preference_formats import (
     PREFERENCE_FIELDS,
     IdenticalPair,
@@ -66,7 +66,7 @@ class PreferenceData(TokenizedData):
             the template renders it) carries labels, i.e. counts in their log-probabilities.
         **kwargs: `TokenizedData` arguments: ``train``, ``val``, ``val_fraction``, ``val_extra``, ``max_length``,
             ``overlong``, ``system_prompt``, ``batch_size`` (pairs per micro-batch), ``eval_batch_size``,
-            ``num_workers``, ``seed``, ``split``, ``tokenizer``.
+            ``num_workers``, ``seed``, ``split``, ``encoding``, ``tokenizer``.
     """
 
     def __init__(
@@ -82,6 +82,8 @@ class PreferenceData(TokenizedData):
         **kwargs: Any,
     ) -> None:
         super().__init__(train, **kwargs)
+        if max_prompt_length is not None:
+            check_integer("max_prompt_length", max_prompt_length, minimum=1)
         self.train_on_reasoning = train_on_reasoning
         if packing and format == "kto":
             raise ValueError("packing applies to pairs; KTO scores its completions and KL pairs in separate forwards")

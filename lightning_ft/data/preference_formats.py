@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lightning_ft.data.formats import Message, record_tools, turn_to_message
+from lightning_ft.data.formats import Message, absent, record_tools, turn_to_message
 from lightning_ft.data.sources import DataError
 from lightning_ft.options import check_option
 
@@ -88,7 +88,7 @@ def record_to_preference(
 
 def required(record: Mapping[str, Any], field: str, where: str) -> Any:
     if record.get(field) is None:
-        raise DataError(f"{where}: missing field {field!r}")
+        raise absent(record, field, where)
     return record[field]
 
 

@@ -34,7 +34,7 @@ class PromptData(TokenizedData):
         fields: Rename fields, e.g. ``{"prompt": "question"}`` for GSM8K; keys: prompt, system.
         **kwargs: `TokenizedData` arguments: ``train``, ``val``, ``val_fraction``, ``max_length`` (longest prompt),
             ``overlong``, ``system_prompt``, ``batch_size`` (prompts per step), ``eval_batch_size``, ``num_workers``,
-            ``seed``, ``split``, ``tokenizer``.
+            ``seed``, ``split``, ``encoding``, ``tokenizer``.
     """
 
     def __init__(self, train: str | list[MixSource], fields: dict[str, str] | None = None, **kwargs: Any) -> None:

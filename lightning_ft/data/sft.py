@@ -44,7 +44,7 @@ class SFTData(TokenizedData):
             in the content) carries loss where the template renders it; the tags around it and the answer always do.
         **kwargs: `TokenizedData` arguments: ``train``, ``val``, ``val_fraction``, ``val_extra``, ``max_length``,
             ``overlong`` (``truncate`` cuts a conversation's end), ``system_prompt``, ``batch_size``,
-            ``eval_batch_size``, ``num_workers``, ``seed``, ``split``, ``tokenizer``.
+            ``eval_batch_size``, ``num_workers``, ``seed``, ``split``, ``encoding``, ``tokenizer``.
     """
 
     def __init__(

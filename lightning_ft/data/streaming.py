@@ -11,67 +11,83 @@ no block twice and misses none.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 from torch.utils.data import IterableDataset, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from lightning_ft.data.module import RecordTokenizer
-from lightning_ft.data.sources import TEXT_SUFFIX, DataError, data_files, load_records, parse_json_line
+from lightning_ft.data.sources import (
+    TEXT_SUFFIX,
+    DataError,
+    csv_rows,
+    data_files,
+    decoded,
+    load_records,
+    parquet_file,
+    parse_json_line,
+    read_text,
+    text_encoding,
+)
 
 Record = Mapping[str, Any]
 
 
-def iter_records(source: str, split: str = "train", wanted: Callable[[int], bool] = lambda _: True) -> Iterator:
+def iter_records(
+    source: str, split: str = "train", wanted: Callable[[int], bool] = lambda _: True, encoding: str = "utf-8"
+) -> Iterator:
     """``(number, where, record)`` for each record of ``source`` in order (files in sorted order for a directory),
-    numbered from 0 across files; ``where`` names the file and line (jsonl, csv) or record. Records for which
-    ``wanted(number)`` is false are counted but not parsed."""
+    numbered from 0 across files; ``where`` names the file and line (jsonl, csv) or the 1-based record (`Places`).
+    Records for which ``wanted(number)`` is false are counted but not parsed. Files are decoded with ``encoding``."""
     files = data_files(source)
     if files is None:
         for number, record in enumerate(load_records(source, split=split, streaming=True)):
             if wanted(number):
-                yield number, f"{source}: record {number}", record
+                yield number, f"{source} record {number + 1}", record
         return
     number = 0
     for path in files:
-        for where, parse in file_records(path):
+        for where, parse in file_records(path, encoding):
             if wanted(number):
                 yield number, where, parse()
             number += 1
 
 
-def file_records(path: Path) -> Iterator[tuple[str, Callable[[], Record]]]:
+def file_records(path: Path, encoding: str = "utf-8") -> Iterator[tuple[str, Callable[[], Record]]]:
     """``(where, parse)`` per record of one file; ``parse()`` reads it (malformed JSON names the file and line)."""
     suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        number = 0
+        for batch in parquet_file(path).iter_batches(batch_size=256):
+            for row in batch.to_pylist():
+                number += 1
+                yield f"{path} record {number}", lambda row=row: row
+        return
+    with decoded(path, encoding):
+        yield from text_file_records(path, encoding)
+
+
+def text_file_records(path: Path, encoding: str) -> Iterator[tuple[str, Callable[[], Record]]]:
+    suffix = path.suffix.lower()
     if suffix == TEXT_SUFFIX:
-        yield str(path), lambda: {"text": path.read_text(encoding="utf-8")}
+        yield str(path), lambda: {"text": read_text(path, encoding)}
     elif suffix == ".jsonl":
-        with path.open(encoding="utf-8") as lines:
+        with path.open(encoding=text_encoding(encoding)) as lines:
             for line_number, line in enumerate(lines, start=1):
                 if line.strip():
                     yield f"{path}:{line_number}", lambda line=line, n=line_number: parse_json_line(path, n, line)
     elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            for row in reader:
-                yield f"{path}:{reader.line_num}", lambda row=row: row
-    elif suffix == ".parquet":
-        number = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
-            for row in batch.to_pylist():
-                yield f"{path}: record {number}", lambda row=row: row
-                number += 1
+        for line_number, row in csv_rows(path, encoding):
+            yield f"{path}:{line_number}", lambda row=row: row
     else:  # .json: one array, read whole
-        content = json.loads(path.read_text(encoding="utf-8"))
+        content = json.loads(read_text(path, encoding))
         if not isinstance(content, list):
             raise DataError(f"{path}: streaming reads a JSON array of records (or jsonl), got {type(content).__name__}")
-        for number, record in enumerate(content):
-            yield f"{path}: record {number}", lambda record=record: record
+        for number, record in enumerate(content, start=1):
+            yield f"{path} record {number}", lambda record=record: record
 
 
 class TextStream(IterableDataset):
@@ -87,6 +103,7 @@ class TextStream(IterableDataset):
         split: Split of a hub dataset.
         rank: This process's DDP rank.
         world_size: Number of DDP processes.
+        encoding: Text encoding of local files.
     """
 
     def __init__(
@@ -98,6 +115,7 @@ class TextStream(IterableDataset):
         split: str = "train",
         rank: int = 0,
         world_size: int = 1,
+        encoding: str = "utf-8",
     ) -> None:
         self.source = source
         self.tokenize = tokenize
@@ -106,6 +124,7 @@ class TextStream(IterableDataset):
         self.split = split
         self.rank = rank
         self.world_size = world_size
+        self.encoding = encoding
         self.epoch = 0
         self.next_document = 0
         self.pending: list[tuple[int, list[int], list[int]]] = []  # (document, ids, labels) read, not yet handed out
@@ -143,7 +162,8 @@ class TextStream(IterableDataset):
 
     def _documents(self, slot: int, slots: int) -> Iterator[tuple[int, list[int], list[int]]]:
         start = self.next_document
-        for number, where, record in iter_records(self.source, self.split, lambda n: n >= start and n % slots == slot):
+        records = iter_records(self.source, self.split, lambda n: n >= start and n % slots == slot, self.encoding)
+        for number, where, record in records:
             row = self.tokenize(record, where)
             self.next_document = number + 1
             if row["status"] == "ok":

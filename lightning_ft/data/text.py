@@ -118,6 +118,7 @@ class TextData(TokenizedData):
         num_workers: DataLoader worker processes (a stream deals documents out to them).
         seed: Seed of the validation split and the shuffling.
         split: Split to read from a hub dataset.
+        encoding: Text encoding of local files (``.txt``, jsonl, json, csv), e.g. ``latin-1``; streaming too.
         tokenizer: Set by the CLI from the model.
     """
 
@@ -136,6 +137,7 @@ class TextData(TokenizedData):
         num_workers: int = 0,
         seed: int = 42,
         split: str = "train",
+        encoding: str = "utf-8",
         tokenizer: PreTrainedTokenizerBase | None = None,
     ) -> None:
         super().__init__(
@@ -149,6 +151,7 @@ class TextData(TokenizedData):
             num_workers=num_workers,
             seed=seed,
             split=split,
+            encoding=encoding,
             tokenizer=tokenizer,
         )
         self.text_field = text_field
@@ -211,5 +214,6 @@ class TextData(TokenizedData):
             split=self.split,
             rank=self.trainer.global_rank if self.trainer is not None else 0,
             world_size=self.trainer.world_size if self.trainer is not None else 1,
+            encoding=self.encoding,
         )
         return stream_loader(stream, self.batch_size, self.collator(), self.num_workers)

@@ -75,10 +75,10 @@ def test_reward_functions_and_options_are_checked(tiny_model_dir):
 @pytest.mark.parametrize(
     ("record", "message"),
     [
-        ({"question": "Hi"}, "record 1: missing field 'prompt'"),
+        ({"question": "Hi"}, r"bad\.jsonl:2: missing field 'prompt'"),
         (
             {"prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]},
-            "record 1: field 'prompt' must end with a user turn",
+            r"bad\.jsonl:2: field 'prompt' must end with a user turn",
         ),
     ],
 )

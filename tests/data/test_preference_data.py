@@ -3,6 +3,8 @@ bad records stopping the run with their number and field."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -54,7 +56,8 @@ def test_identical_pairs_are_dropped_and_reported_by_record_number(tmp_path, cap
         prepared(data)
     dropped = data.dropped["train"].get("dropped_identical", []) + data.dropped["val"].get("dropped_identical", [])
     assert sorted(dropped) == [2, 4]  # numbers in the file, whichever split they fell in
-    assert "dropped with identical chosen and rejected (records" in caplog.text
+    reported = re.findall(r"dropped with identical chosen and rejected \(lines? ([\d, ]+)\)", caplog.text)
+    assert sorted(int(line) for lines in reported for line in lines.split(", ")) == [3, 5]  # their lines in the file
     kept = list(data.datasets["train"]["record"]) + list(data.datasets["val"]["record"])
     assert sorted(kept) == [0, 1, 3]
 
@@ -84,16 +87,17 @@ def test_pairs_identical_once_truncated_are_dropped_and_reported_by_record_numbe
         prepared(data)
     assert data.dropped["train"] == {"dropped_identical": [1]}
     assert data.stats["train"] == {"records": 3, "truncated": 2, "dropped_identical": 1}
-    assert "1 dropped with identical chosen and rejected (records 1)" in caplog.text
+    assert "1 dropped with identical chosen and rejected (line 2)" in caplog.text
     assert list(data.datasets["train"]["record"]) == [0, 2]
 
 
 @pytest.mark.parametrize(
     ("record", "message"),
     [
-        ({"prompt": "Hi", "rejected": "no"}, "record 1: missing field 'chosen'"),
-        ({"prompt": "Hi", "chosen": "yes"}, "record 1: missing field 'rejected'"),
-        ({"prompt": "Hi", "chosen": 3, "rejected": "no"}, "record 1: field 'chosen' must be text"),
+        ({"prompt": "Hi", "rejected": "no"}, r"p\.jsonl:2: missing field 'chosen'"),
+        ({"prompt": "Hi", "chosen": "yes"}, r"p\.jsonl:2: missing field 'rejected'"),
+        ({"prompt": "Hi", "chosen": None, "rejected": "no"}, r"p\.jsonl:2: field 'chosen' is null$"),
+        ({"prompt": "Hi", "chosen": 3, "rejected": "no"}, r"p\.jsonl:2: field 'chosen' must be text"),
     ],
 )
 def test_bad_records_stop_the_run_with_their_number_and_field(tmp_path, record, message):
@@ -140,7 +144,7 @@ def test_margin_field_must_be_numeric(tmp_path):
     data = PreferenceData(
         str(write_jsonl(tmp_path / "p.jsonl", records)), margin_field="gap", tokenizer=build_tiny_tokenizer()
     )
-    with pytest.raises(DataError, match="record 0: field 'gap' must be a number"):
+    with pytest.raises(DataError, match=r"p\.jsonl:1: field 'gap' must be a number"):
         prepared(data)
 
 

@@ -298,7 +298,7 @@ def test_a_template_that_hides_an_assistant_turn_names_the_record_and_turn(tmp_p
     data = ChatData(str(write_jsonl(tmp_path / "chat.jsonl", records)), tokenizer=tokenizer)
     with pytest.raises(
         DataError,
-        match=r"chat.jsonl: record 1, assistant turn 1 \('The capital of France is Paris.'\): the chat template does "
+        match=r"chat\.jsonl:2, assistant turn 1 \('The capital of France is Paris.'\): the chat template does "
         "not render this turn",
     ):
         prepared(data)

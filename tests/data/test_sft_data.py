@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lightning_ft.data import ChatData, DataError, InstructionData
+from lightning_ft.errors import UsageError
 from tests.conftest import build_tiny_tokenizer, shared_data
 from tests.helpers import read_jsonl, write_jsonl
 
@@ -49,12 +50,12 @@ def test_nothing_left_to_train_is_an_error(tmp_path):
         data.prepare_data()
 
 
-def test_bad_record_is_named_by_file_index_and_field(tmp_path):
+def test_bad_record_is_named_by_file_line_and_field(tmp_path):
     path = str(
         write_jsonl(tmp_path / "t.jsonl", [{"instruction": "a", "output": "b"}, {"instruction": "a", "output": 3}])
     )
     data = InstructionData(path, tokenizer=build_tiny_tokenizer())
-    with pytest.raises(DataError, match=r"t\.jsonl: record 1: field 'output' must be a string, got int"):
+    with pytest.raises(DataError, match=r"t\.jsonl:2: field 'output' must be a string, got int"):
         data.prepare_data()
 
 
@@ -81,7 +82,7 @@ def test_seeded_validation_fraction_and_system_prompt(tmp_path):
 
 
 def test_val_file_and_fraction_together_are_rejected(tmp_path):
-    with pytest.raises(ValueError, match="either `val`"):
+    with pytest.raises(UsageError, match=r"^give either data\.val \(a file\) or data\.val_fraction, not both$"):
         InstructionData("a.jsonl", val="b.jsonl", val_fraction=0.1)
 
 

@@ -62,7 +62,7 @@ def test_a_text_file_is_one_document_and_a_directory_its_sorted_shards(tmp_path)
     streamed = load_records(str(tmp_path / "shards"), streaming=True)
     assert [record["text"] for record in streamed] == ["a", "b", "c"]
     (tmp_path / "shards" / "extra.csv").write_text("text\nd\n")
-    with pytest.raises(DataError, match=r"several types \['\.csv', '\.jsonl'\]"):
+    with pytest.raises(DataError, match=r"several types \(\.csv: extra\.csv; \.jsonl: part-0\.jsonl, part-1\.jsonl\)"):
         load_records(str(tmp_path / "shards"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="empty directory"):

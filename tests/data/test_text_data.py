@@ -105,8 +105,8 @@ def test_text_files_a_directory_val_fraction_and_dropped_documents(tmp_path):
 def test_bad_text_records_are_named(tmp_path):
     tokenizer = build_tiny_tokenizer()
     path = write_jsonl(tmp_path / "bad.jsonl", [{"text": "fine"}, {"text": None}])
-    with pytest.raises(DataError, match=r"bad\.jsonl: record 1: field 'text' is null"):
+    with pytest.raises(DataError, match=r"bad\.jsonl:2: field 'text' is null"):
         text_data(str(path), tokenizer)
     path = write_jsonl(tmp_path / "num.jsonl", [{"body": 3}])
-    with pytest.raises(DataError, match=r"num\.jsonl: record 0: field 'body' must be text, got int"):
+    with pytest.raises(DataError, match=r"num\.jsonl:1: field 'body' must be text, got int"):
         text_data(str(path), tokenizer, text_field="body")

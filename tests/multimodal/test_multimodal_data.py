@@ -108,13 +108,13 @@ def test_llava_layout_reads_image_paths_relative_to_the_file(llava, demo_dir):
 def test_placeholder_count_must_match_the_images(llava, demo_dir):
     """The reshaped demo file's ``image`` field holds one path where the conversation has two placeholders."""
     data = MultimodalData(str(demo_dir / "mllm_demo_llava.jsonl"), tokenizer=llava.processor)
-    with pytest.raises(DataError, match=r"mllm_demo_llava\.jsonl: record 0: 2 <image> placeholder\(s\) .* but 1 image"):
+    with pytest.raises(DataError, match=r"mllm_demo_llava\.jsonl:1: 2 <image> placeholder\(s\) .* but 1 image"):
         data.prepare_data()
 
 
 def test_a_missing_image_names_the_record_and_path(llava, tmp_path, demo_dir):
     records = [{"messages": KANE, "images": ["mllm_demo_data/1.jpg"] * 2}, {"messages": KANE, "images": ["no.jpg"] * 2}]
-    with pytest.raises(DataError, match=r"data\.jsonl: record 1: image file .*no\.jpg not found"):
+    with pytest.raises(DataError, match=r"data\.jsonl:2: image file .*no\.jpg not found"):
         data_in(tmp_path, demo_dir, records, llava.processor)
 
 
@@ -132,7 +132,7 @@ def test_truncation_never_cuts_image_tokens(llava, tmp_path, demo_dir):
     batch = first_batch(data)
     assert batch["input_ids"].shape == (1, 60)
     assert int((batch["input_ids"] == llava.processor.image_token_id).sum()) == 16
-    with pytest.raises(DataError, match=r"record 0: max_length 60 would cut through its image tokens"):
+    with pytest.raises(DataError, match=r"data\.jsonl:1: max_length 60 would cut through its image tokens"):
         data_in(error_dir(tmp_path), demo_dir, records, llava.processor, max_length=60, image_overflow="error")
 
 
