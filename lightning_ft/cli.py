@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import lightning as L
-from jsonargparse import ActionConfigFile, auto_cli
+from jsonargparse import ActionConfigFile, ArgumentParser, auto_cli
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
+from lightning_ft import launcher
 from lightning_ft.algorithms.base import FineTuneModule
 from lightning_ft.callbacks import (
     AtomicModelCheckpoint,
@@ -31,6 +32,7 @@ from lightning_ft.callbacks import (
 from lightning_ft.callbacks.resume import RunLocation, resolve_resume, run_location
 from lightning_ft.compat import cli_config_value
 from lightning_ft.data.multimodal import open_image
+from lightning_ft.errors import UsageError, debugging
 from lightning_ft.eval.evaluate import evaluate
 from lightning_ft.eval.reward import score_pairs
 from lightning_ft.model.export import load_export, merge_export
@@ -42,6 +44,7 @@ from lightning_ft.model.llava import assemble_llava
 from lightning_ft.model.sampling import check_sampling_values, sampling_options
 from lightning_ft.model.spec import DTypeName
 from lightning_ft.model.trainable import known_adapter_configs
+from lightning_ft.parser_errors import reduce_parser_error
 from lightning_ft.prep.augment import augment
 from lightning_ft.prep.clean import clean
 from lightning_ft.prep.convert import convert
@@ -58,24 +61,50 @@ DESCRIPTION = (
 )
 
 
-class FineTuneArgumentParser(LightningArgumentParser):
-    """Adds the list of valid adapters to the error for an unknown ``peft`` class."""
+class OneLineErrors(ArgumentParser):
+    """A usage error as one line on stderr (the failing key and the reason) and exit status 2, instead of the whole
+    usage and jsonargparse's nested message; all of it with ``--debug``."""
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        hint = self.hint(message)
+        if not self.exit_on_error or debugging():
+            super().error(message + (f"\n{hint}" if hint else ""), ex)
+        program = self.prog.replace(" [options]", "")
+        reason = reduce_parser_error(message) + (f"; {hint}" if hint else "")
+        print(f"{program}: error: {reason} (options: {program} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+    def hint(self, message: str) -> str:
+        """What to add to the error ``message`` (e.g. the valid values); nothing by default."""
+        return ""
+
+
+class FineTuneArgumentParser(OneLineErrors, LightningArgumentParser):
+    """Adds the list of valid adapters to the error for an unknown ``peft`` class."""
+
+    def hint(self, message: str) -> str:
         if 'Parser key "peft"' in message and "class_path" in message:
-            message += "\nValid adapter classes for model.peft: " + ", ".join(known_adapter_configs())
-        super().error(message, ex)
+            return "Valid adapter classes for model.peft: " + ", ".join(known_adapter_configs())
+        return ""
 
 
 class FineTuneCLI(LightningCLI):
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """`fit` and `validate`: the algorithms implement no test or predict step."""
+        return {name: keys for name, keys in LightningCLI.subcommands().items() if name in ("fit", "validate")}
+
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         kwargs.setdefault("description", DESCRIPTION)
+        kwargs.setdefault("prog", launcher.PROGRAM)
         parser = FineTuneArgumentParser(**kwargs)
         parser.add_argument("-c", "--config", action=ActionConfigFile, help="Path to a configuration file (YAML).")
         return parser
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer_config = cli_config_value(self, self.config_init, "trainer", default={})
+        if self.subcommand == "fit":
+            check_training_length(trainer_config)
         # Our default progress bar must not clash with `--trainer.enable_progress_bar false`.
         if trainer_config.get("enable_progress_bar") is False:
             callbacks = self.trainer_defaults.get("callbacks", [])
@@ -135,6 +164,15 @@ class FineTuneCLI(LightningCLI):
         )
         # The data module tokenizes with the model's tokenizer, chat template included.
         parser.link_arguments("model", "data.init_args.tokenizer", compute_fn=_tokenizer_of, apply_on="instantiate")
+
+
+def check_training_length(trainer_config: dict[str, Any]) -> None:
+    """A `fit` that would train nothing (and export the untrained model as the fine-tuned one) is a usage error."""
+    for key in ("max_steps", "max_epochs"):
+        if trainer_config.get(key) == 0:
+            raise UsageError(f"trainer.{key} is 0: nothing would be trained; give a positive value (or -1: no limit)")
+    if (trainer_config.get("max_steps") or -1) < -1:
+        raise UsageError(f"trainer.max_steps must be positive or -1 (no limit), got {trainer_config['max_steps']}")
 
 
 def _tokenizer_of(module: FineTuneModule):  # noqa: ANN202 - the return type would drag in transformers here
@@ -361,7 +399,8 @@ def run_data_command(argv: list[str]) -> Any:
         given = f"unknown command {argv[0]!r}; " if argv and not argv[0].startswith("-") else ""
         raise SystemExit(f"lightning-ft data: {given}commands: {', '.join(DATA_COMMANDS)} (each has --help)")
     command = DATA_COMMANDS[argv[0]]
-    return auto_cli(command, args=data_arguments(command, argv[1:]), as_positional=True)
+    arguments, program = data_arguments(command, argv[1:]), f"{launcher.PROGRAM} data {argv[0]}"
+    return auto_cli(command, args=arguments, as_positional=True, parser_class=OneLineErrors, prog=program)
 
 
 EXTRA_COMMANDS = {
@@ -435,7 +474,9 @@ def main(args: list[str] | None = None) -> None:
         return
     if argv and argv[0] in EXTRA_COMMANDS:
         command = EXTRA_COMMANDS[argv[0]]
-        result = auto_cli(command, args=command_arguments(command, argv[1:]), as_positional=False)
+        arguments = command_arguments(command, argv[1:])
+        program = f"{launcher.PROGRAM} {argv[0]}"
+        result = auto_cli(command, args=arguments, as_positional=False, parser_class=OneLineErrors, prog=program)
         if result is not None:
             print(json.dumps(result, default=str))
         return
@@ -451,4 +492,4 @@ def main(args: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    launcher.main()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import copy
+import functools
 import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import transformers
 from transformers import (
     AutoModelForCausalLM,
     AutoProcessor,
@@ -20,7 +24,10 @@ from transformers import (
 )
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from lightning_ft.environment import NO_CACHE_ENVIRONMENT, cache_root, flag_set
+from lightning_ft.errors import UsageError
 from lightning_ft.model.chat_templates import resolve_chat_template
+from lightning_ft.model.source import check_model_path, hub_errors
 from lightning_ft.model.vision import PROJECTOR_NAMES, VISION_TOWER_NAMES
 
 try:  # transformers versions that can keep GGUF weights packed; older ones always dequantize on load
@@ -62,6 +69,9 @@ class ModelSpec:
         chat_template: str | None = None,
         trust_remote_code: bool = False,
     ) -> None:
+        check_model_path(path)
+        if path.endswith(".gguf") and Path(path).is_file() and gguf_file is None:
+            path, gguf_file = str(Path(path).parent), Path(path).name
         self.path = path
         self.gguf_file = gguf_file if gguf_file is not None else find_gguf_file(path)
         self.tokenizer_path = tokenizer_path
@@ -109,13 +119,14 @@ class ModelSpec:
         source = self.tokenizer_path or self.path
         if self.tokenizer_path is None and self.gguf_file is not None:
             source = str(dense_gguf_dir(self))
-        tokenizer = AutoTokenizer.from_pretrained(
-            source, revision=self.revision, trust_remote_code=self.trust_remote_code
-        )
+        with hub_errors(source):
+            tokenizer = AutoTokenizer.from_pretrained(
+                source, revision=self.revision, trust_remote_code=self.trust_remote_code
+            )
         if self.chat_template is not None:
             tokenizer.chat_template = resolve_chat_template(self.chat_template)
         if tokenizer.chat_template is None:
-            raise ValueError(
+            raise UsageError(
                 f"The tokenizer of {source!r} has no chat template. Set `chat_template` to a built-in name "
                 "(chatml, llama3, alpaca, plain) or a Jinja string."
             )
@@ -131,9 +142,10 @@ class ModelSpec:
             ValueError: The model has no image processor.
         """
         source = self.tokenizer_path or self.path
-        processor = AutoProcessor.from_pretrained(
-            source, revision=self.revision, trust_remote_code=self.trust_remote_code
-        )
+        with hub_errors(source):
+            processor = AutoProcessor.from_pretrained(
+                source, revision=self.revision, trust_remote_code=self.trust_remote_code
+            )
         if not isinstance(processor, ProcessorMixin) or not hasattr(processor, "image_processor"):
             raise ValueError(f"{source} has no image processor (AutoProcessor gave {type(processor).__name__})")
         processor.tokenizer = tokenizer
@@ -154,7 +166,8 @@ class ModelSpec:
             kwargs["attn_implementation"] = self.attn_implementation
         if self.quantization is not None:
             kwargs["quantization_config"] = self.quantization
-        return auto_class.from_pretrained(path, **kwargs, **model_kwargs)
+        with hub_errors(path):
+            return auto_class.from_pretrained(path, **kwargs, **model_kwargs)
 
 
 def find_gguf_file(path: str) -> str | None:
@@ -163,7 +176,7 @@ def find_gguf_file(path: str) -> str | None:
         return None
     candidates = sorted(file.name for file in directory.glob("*.gguf"))
     if len(candidates) > 1:
-        raise ValueError(f"{path} holds several GGUF files {candidates}: choose one with `gguf_file`.")
+        raise UsageError(f"{path} holds several GGUF files {candidates}: choose one with `gguf_file`.")
     return candidates[0] if candidates else None
 
 
@@ -189,26 +202,50 @@ def drop_gguf_quantization(model: PreTrainedModel) -> None:
 def dense_gguf_dir(spec: ModelSpec) -> Path:
     """A cached plain copy of a GGUF model (float32 safetensors, config, tokenizer with its chat template), written
     once, atomically (concurrent writers: the first rename wins), and reused by every later load. The cache lives
-    under ``$LIGHTNING_FT_CACHE`` (default ``~/.cache/lightning_ft``), keyed by the file's path, size and mtime."""
+    under ``$LIGHTNING_FT_CACHE`` (default ``~/.cache/lightning_ft``), keyed by the file (size, mtime and a hash of
+    its first and last MiB) and the transformers version that dequantized it. With ``$LIGHTNING_FT_NO_CACHE`` set the
+    copy goes to a temporary directory removed when the process ends."""
     gguf_path = Path(spec.path) / str(spec.gguf_file)
-    stat = gguf_path.stat()
-    key = hashlib.sha256(f"2:{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    cache_root = Path(os.environ.get("LIGHTNING_FT_CACHE", Path.home() / ".cache" / "lightning_ft"))
-    target = cache_root / "gguf" / f"{gguf_path.stem}-{key}"
+    name = f"{gguf_path.stem}-{gguf_cache_key(gguf_path)}"
+    target = (_temporary_root() if flag_set(NO_CACHE_ENVIRONMENT) else cache_root() / "gguf") / name
     if (target / "config.json").exists():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + f".partial-{os.getpid()}")
+    try:
+        _write_dense_copy(spec, partial)
+        partial.rename(target)
+    except OSError:  # another process wrote it meanwhile
+        if not (target / "config.json").exists():
+            raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
+def gguf_cache_key(gguf_path: Path, sample_bytes: int = 1 << 20) -> str:
+    """Size, mtime, the first and last ``sample_bytes`` of the file, and the transformers version: hashing a
+    multi-gigabyte file whole on every load would cost what the cache saves."""
+    stat = gguf_path.stat()
+    digest = hashlib.sha256(f"3:{stat.st_size}:{stat.st_mtime_ns}:{transformers.__version__}".encode())
+    with gguf_path.open("rb") as file:
+        digest.update(file.read(sample_bytes))
+        file.seek(max(stat.st_size - sample_bytes, 0))
+        digest.update(file.read(sample_bytes))
+    return digest.hexdigest()[:16]
+
+
+def _write_dense_copy(spec: ModelSpec, directory: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(
         spec.path, gguf_file=spec.gguf_file, dtype=torch.float32, **dense_gguf_kwargs()
     )
     drop_gguf_quantization(model)
-    tokenizer = AutoTokenizer.from_pretrained(spec.path, gguf_file=spec.gguf_file)
-    partial = target.with_name(target.name + f".partial-{os.getpid()}")
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    try:
-        partial.rename(target)
-    except OSError:  # another process wrote it meanwhile
-        shutil.rmtree(partial, ignore_errors=True)
-        if not (target / "config.json").exists():
-            raise
-    return target
+    model.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(spec.path, gguf_file=spec.gguf_file).save_pretrained(directory)
+
+
+@functools.cache
+def _temporary_root() -> Path:
+    directory = Path(tempfile.mkdtemp(prefix="lightning-ft-gguf-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return directory
