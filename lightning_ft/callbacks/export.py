@@ -37,8 +37,18 @@ class HuggingFaceExport(Callback):
         self.at_end = at_end
         self.generation = generation
         self.last_export: Path | None = None
+        self._export_dir: Path | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Resolved now, on every rank together: `trainer.log_dir` broadcasts under DDP, and a checkpoint saved from
+        # SLURM's SIGUSR1 handler (on whichever rank gets there first, while the other waits in a collective of the
+        # training step) must not start another collective, or both ranks wait forever.
+        self._export_dir = None
+        self._export_dir = self.export_dir(trainer)
 
     def export_dir(self, trainer: L.Trainer) -> Path:
+        if self._export_dir is not None:
+            return self._export_dir
         return Path(trainer.log_dir or trainer.default_root_dir) / self.dirname
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
@@ -52,7 +62,7 @@ class HuggingFaceExport(Callback):
                 rank_zero_info(f"Exported the fine-tuned model to {path}")
 
     def _export(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> Path | None:
-        directory = self.export_dir(trainer) / name  # on every rank: trainer.log_dir broadcasts under DDP
+        directory = self.export_dir(trainer) / name
         if not trainer.is_global_zero:
             return None
         self.last_export = pl_module.export(directory, generation=self.generation)

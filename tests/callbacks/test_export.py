@@ -50,3 +50,24 @@ def test_export_generation_from_the_cli_is_recorded_in_the_export(tiny_model_dir
         "eos_token_id": [tiny_tokenizer.convert_tokens_to_ids("<|im_end|>")],
         "pad_token_id": tiny_tokenizer.pad_token_id,
     }
+
+
+def test_the_export_directory_is_resolved_at_setup_not_when_a_checkpoint_exports(tmp_path):
+    """`trainer.log_dir` is a broadcast under DDP: asked for inside a checkpoint that SLURM's SIGUSR1 handler saves on
+    one rank while the other waits in the training step's all-reduce, it deadlocks both (seen in the local cluster
+    check). It is read once, at setup, on every rank together."""
+
+    class CountingTrainer:
+        default_root_dir = str(tmp_path)
+        reads = 0
+
+        @property
+        def log_dir(self) -> str:
+            self.reads += 1
+            return str(tmp_path / "version_0")
+
+    trainer, callback = CountingTrainer(), HuggingFaceExport()
+    callback.setup(trainer, None, "fit")
+    assert trainer.reads == 1
+    assert callback.export_dir(trainer) == tmp_path / "version_0" / "hf"
+    assert trainer.reads == 1
