@@ -23,15 +23,14 @@ WORDS = ["hello", "world", "paris", "tea", "sun", "pond"]
 # Seven records; record 3 is far longer than --data.max_length 64 and dropped: 6 kept, 3 steps of 2 (no packing).
 RECORDS = [{"instruction": f"Say {word}.", "output": f"{word} {word}"} for word in WORDS]
 RECORDS.insert(3, {"instruction": "long " * 300, "output": "x"})
-DATASET_REPORT = {
-    "train": {
-        "records": 7,
-        "kept": 6,
-        "dropped": 1,
-        "statuses": {"ok": 6, "dropped_too_long": 1},
-        "dropped_records": {"dropped_too_long": [3]},
-    }
-}
+
+
+def dataset_report(tmp_path: Path) -> dict:
+    """What the run logs about its data: record 3 (0-based) is on line 4 of train.jsonl."""
+    train = {"records": 7, "kept": 6, "dropped": 1, "statuses": {"ok": 6, "dropped_too_long": 1}}
+    return {"train": {**train, "dropped_records": {"dropped_too_long": [f"{tmp_path / 'train.jsonl'}:4"]}}}
+
+
 RUN_DIR = Path("runs") / "lightning_logs" / "version_0"  # default_root_dir runs (TensorBoard beside a tracker; CSV's)
 
 
@@ -128,7 +127,7 @@ def test_mlflow_run_has_params_metrics_config_dataset_report_and_export(mlflow_c
     config = (Path(artifacts) / "config.yaml").read_text()
     assert config == (tmp_path / RUN_DIR / "config.yaml").read_text()  # what LightningCLI saved in the run dir
     assert_names_the_run(config, tiny_model_dir, tmp_path)
-    assert json.loads((Path(artifacts) / "dataset_report.json").read_text()) == DATASET_REPORT
+    assert json.loads((Path(artifacts) / "dataset_report.json").read_text()) == dataset_report(tmp_path)
 
 
 def wandb_records(path: Path) -> Iterator[Any]:
@@ -205,7 +204,7 @@ def test_wandb_offline_run_has_metrics_config_dataset_report_and_export(wandb, t
     files = run_dir / "files" / "lightning_ft"
     assert sorted(path.name for path in files.iterdir()) == ["config.yaml", "dataset_report.json"]
     assert_names_the_run((files / "config.yaml").read_text(), tiny_model_dir, tmp_path)
-    assert json.loads((files / "dataset_report.json").read_text()) == DATASET_REPORT
+    assert json.loads((files / "dataset_report.json").read_text()) == dataset_report(tmp_path)
 
 
 def test_csv_fragment_writes_metrics_beside_config_and_export(tiny_model_dir, in_tmp_path):

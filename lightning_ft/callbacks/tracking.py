@@ -110,9 +110,10 @@ def resolved_config(trainer: L.Trainer) -> str | None:
 
 def dataset_report(datamodule: L.LightningDataModule | None) -> dict[str, dict[str, Any]]:
     """``split -> {records, kept, dropped, statuses, dropped_records}`` from a `TokenizedData`'s ``stats`` and
-    ``dropped`` (``dropped_records``: status -> record numbers); empty for other data modules."""
+    ``dropped_places`` (``dropped_records``: status -> where each dropped record is, ``file:line`` or ``file record
+    N``); empty for other data modules."""
     stats: dict[str, dict[str, int]] = getattr(datamodule, "stats", {})
-    dropped: dict[str, dict[str, list[int]]] = getattr(datamodule, "dropped", {})
+    dropped: dict[str, dict[str, list[str]]] = getattr(datamodule, "dropped_places", {})
     report = {}
     for split, counts in stats.items():
         numbers = dropped.get(split, {})

@@ -132,7 +132,8 @@ class TokenizedData(L.LightningDataModule):
         self.encoding = check_encoding(encoding)
         self.tokenizer = tokenizer
         self.stats: dict[str, dict[str, int]] = {}
-        self.dropped: dict[str, dict[str, list[int]]] = {}
+        self.dropped: dict[str, dict[str, list[int]]] = {}  # split -> status -> 0-based record indices
+        self.dropped_places: dict[str, dict[str, list[str]]] = {}  # the same records as users find them
         self.datasets: dict[str, Dataset] = {}
 
     # Subclasses: one record -> one tokenized row with a ``status``; and the options that change the tokens.
@@ -275,6 +276,9 @@ class TokenizedData(L.LightningDataModule):
             status: [record for record, seen in zip(records, statuses, strict=True) if seen == status]
             for status in counts
             if status in DROPPED
+        }
+        self.dropped_places[key] = {
+            status: list(map(part.places, found)) for status, found in self.dropped[key].items()
         }
         kept = mapped.filter(lambda status: status not in DROPPED, input_columns="status")
         if report:

@@ -13,7 +13,6 @@ import json
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from datasets import Dataset
@@ -26,7 +25,7 @@ from lightning_ft.data.formats import (
     field_names,
     instruction_to_messages,
 )
-from lightning_ft.data.sources import DataError, load_records
+from lightning_ft.data.sources import DataError, read_source
 from lightning_ft.options import check_option
 
 ItemFormat = Literal["auto", "alpaca", "dolly", "messages", "sharegpt", "qa", "turns", "choice"]
@@ -189,12 +188,10 @@ def load_items(
         system_prompt: System message for prompts that have none (as in training).
         limit: Read only the first ``limit`` records.
     """
-    records = load_records(source)
+    records, where = read_source(source)
     if limit is not None:
         records = records.select(range(min(limit, len(records))))
-    lines = _line_numbers(source)
-    places = [f"{source}:{lines[i]}" if lines else f"{source}: record {i}" for i in range(len(records))]
-    return items_from_records(records, places, format, fields, system_prompt)
+    return items_from_records(records, [where(i) for i in range(len(records))], format, fields, system_prompt)
 
 
 def items_from_records(
@@ -228,12 +225,3 @@ def items_from_records(
             identity = f"{identity}#{seen[identity]}"
         items.append(EvalItem(identity, prompt, follow_ups, reference, choices, answer, where))
     return items
-
-
-def _line_numbers(source: str) -> list[int]:
-    """1-based line of each record of a JSONL file (blank lines skipped), so items name the line to open."""
-    path = Path(source)
-    if path.suffix.lower() != ".jsonl" or not path.exists():
-        return []
-    with path.open(encoding="utf-8") as lines:
-        return [number for number, line in enumerate(lines, start=1) if line.strip()]

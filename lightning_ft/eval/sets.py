@@ -72,7 +72,7 @@ def recipe_sets(recipe: str, limit: int | None = None) -> list[EvalSet]:
             if module.kind_of(part.source) == "text":
                 continue
             chosen = range(len(part.records) if limit is None else min(limit - len(items), len(part.records)))
-            places = [f"{part.path}: record {part.numbers[i]}" for i in chosen]
+            places = [part.places(part.numbers[i]) for i in chosen]
             items += items_from_records(
                 part.records.select(chosen), places, format, read.get("fields"), read.get("system_prompt")
             )

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from datasets import Dataset
 
-from lightning_ft.data.sources import FILE_BUILDERS, DataError, load_records
+from lightning_ft.data.sources import FILE_BUILDERS, DataError, Places, read_source
 
 Layout = Literal["alpaca", "dolly", "messages", "sharegpt", "preference", "kto", "qa", "turns", "text", "records"]
 CHAT_ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant"}
@@ -31,18 +31,18 @@ USER_ROLES = {"user", "human", "system", "observation", "tool"}
 
 @dataclass
 class RecordFile:
-    """A file's records, its layout, and where each record is (``file:line`` for JSONL, else ``file: record N``)."""
+    """A file's records, its layout, and where each record is."""
 
     source: str
     records: Dataset
     layout: Layout
     lines: list[int]
+    places: Places
 
     def where(self, index: int) -> str:
-        """Where record ``index`` (0-based) is, as a user opens the file."""
-        if self.lines:
-            return f"{self.source}:{self.lines[index]}"
-        return f"{self.source}: record {index}"
+        """Where record ``index`` (0-based) is, as a user opens the file: ``file:line`` for line-based files, else
+        ``file record N`` (1-based), as the data modules say it."""
+        return self.places(index)
 
     @property
     def suffix(self) -> str:
@@ -60,7 +60,7 @@ def read_records(
         split: The split of a hub dataset.
         any_shape: Take records of an unrecognised layout as ``records`` instead of refusing them.
     """
-    records = load_records(source, split=split)
+    records, places = read_source(source, split=split)
     if layout == "auto":
         try:
             layout = detect_layout(records, source)
@@ -68,7 +68,7 @@ def read_records(
             if not any_shape:
                 raise
             layout = "records"
-    return RecordFile(source, records, layout, jsonl_lines(source))
+    return RecordFile(source, records, layout, jsonl_lines(source), places)
 
 
 def detect_layout(records: Dataset, source: str) -> Layout:

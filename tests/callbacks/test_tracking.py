@@ -92,8 +92,8 @@ def test_dataset_report_counts_every_split_of_a_mix():
             },
             "val": {"records": 2, "ok": 2},
         },
-        dropped={
-            "train:data/a.jsonl": {"dropped_too_long": [4], "dropped_no_trainable": [0]},
+        dropped_places={
+            "train:data/a.jsonl": {"dropped_too_long": ["data/a.jsonl:5"], "dropped_no_trainable": ["data/a.jsonl:1"]},
             "val": {},
         },
     )
@@ -103,7 +103,7 @@ def test_dataset_report_counts_every_split_of_a_mix():
             "kept": 3,
             "dropped": 2,
             "statuses": {"ok": 2, "truncated": 1, "dropped_too_long": 1, "dropped_no_trainable": 1},
-            "dropped_records": {"dropped_too_long": [4], "dropped_no_trainable": [0]},
+            "dropped_records": {"dropped_too_long": ["data/a.jsonl:5"], "dropped_no_trainable": ["data/a.jsonl:1"]},
         },
         "val": {"records": 2, "kept": 2, "dropped": 0, "statuses": {"ok": 2}, "dropped_records": {}},
     }

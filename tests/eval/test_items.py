@@ -100,6 +100,6 @@ def test_a_recipe_gives_the_same_held_out_records_as_training(tmp_path: Path) ->
     val, general = eval_sets([str(recipe)])
     _, held_out, numbers = InstructionData(**options)._raw_splits()["val"]
     assert val.name == "val" and [item.reference for item in val.items] == held_out["output"]
-    assert [item.source for item in val.items] == [f"{train}: record {n}" for n in numbers]
+    assert [item.source for item in val.items] == [f"{train}:{n + 1}" for n in numbers]  # record n is on line n + 1
     assert val.items[0].prompt[0] == {"role": "system", "content": "Be brief."}
     assert general.name == "general" and general.items[0].reference == "Paris"
