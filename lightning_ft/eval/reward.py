@@ -11,6 +11,7 @@ from torchmetrics import MeanMetric
 
 from lightning_ft.data.preference import PreferenceData
 from lightning_ft.data.preference_formats import PreferenceFormat
+from lightning_ft.errors import UsageError
 from lightning_ft.model.reward_model import load_reward_model
 
 
@@ -48,7 +49,7 @@ def score_pairs(
         higher; ``dropped`` counts records left out (identical responses, too long under ``overlong: drop``).
     """
     if format == "kto":
-        raise ValueError("score_pairs scores preference pairs; the kto format holds unpaired examples")
+        raise UsageError("score scores preference pairs; the kto format holds unpaired examples")
     network, tokenizer, max_length, add_special_tokens = load_reward_model(model, max_length, add_special_tokens)
     pairs = PreferenceData(
         data,

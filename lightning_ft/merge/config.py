@@ -11,8 +11,10 @@ from mergekit.config import InputModelDefinition, MergeConfiguration
 from mergekit.merge_methods import registered_methods
 from pydantic import BaseModel, ValidationError
 
+from lightning_ft.errors import UsageError
 
-class MergeConfigError(ValueError):
+
+class MergeConfigError(UsageError):
     """The merge YAML cannot be used; the message is one line naming the key at fault."""
 
 
@@ -27,7 +29,12 @@ def read_merge_config(path: str | Path) -> tuple[MergeConfiguration, str]:
     Raises:
         MergeConfigError: The file is not YAML, has an unknown key or merge method, or MergeKit rejects a value.
     """
-    text = Path(path).read_text(encoding="utf-8")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise MergeConfigError(f"{path}: not UTF-8 text (byte offset {error.start})") from None
+    except OSError as error:
+        raise MergeConfigError(f"{path}: cannot be read ({error.strerror})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -36,10 +43,10 @@ def read_merge_config(path: str | Path) -> tuple[MergeConfiguration, str]:
         raise MergeConfigError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from error
     if not isinstance(data, dict):
         raise MergeConfigError(f"{path}: expected a mapping with merge_method and models, got {type(data).__name__}")
-    _check_keys(data, MergeConfiguration, "")
+    _check_keys(data, MergeConfiguration, "", path)
     for index, model in enumerate(data.get("models") or []):
         if isinstance(model, dict):
-            _check_keys(model, InputModelDefinition, f"models[{index}].")
+            _check_keys(model, InputModelDefinition, f"models[{index}].", path)
     method = data.get("merge_method")
     if method is not None and method not in merge_method_names():
         raise MergeConfigError(
@@ -53,11 +60,11 @@ def read_merge_config(path: str | Path) -> tuple[MergeConfiguration, str]:
         raise MergeConfigError(f"{path}: {error}") from error
 
 
-def _check_keys(data: dict[str, Any], model: type[BaseModel], prefix: str) -> None:
-    unknown = sorted(set(data) - set(model.model_fields))
+def _check_keys(data: dict[str, Any], model: type[BaseModel], prefix: str, path: str | Path) -> None:
+    unknown = sorted(map(str, set(data) - set(model.model_fields)))
     if unknown:
         raise MergeConfigError(
-            f"unknown key {prefix}{unknown[0]}; valid keys{' of ' + prefix[:-1] if prefix else ''}: "
+            f"{path}: unknown key {prefix}{unknown[0]}; valid keys{' of ' + prefix[:-1] if prefix else ''}: "
             + ", ".join(model.model_fields)
         )
 

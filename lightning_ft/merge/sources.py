@@ -14,13 +14,14 @@ from typing import Any, Literal
 from mergekit.common import ModelPath, ModelReference
 from mergekit.config import MergeConfiguration
 
+from lightning_ft.errors import UsageError
 from lightning_ft.model.export import merge_export, read_manifest
 from lightning_ft.model.spec import DTypeName, ModelSpec, dense_gguf_dir, find_gguf_file
 
 SourceKind = Literal["model", "adapter", "gguf"]
 
 
-class MergeSourceError(ValueError):
+class MergeSourceError(UsageError):
     """A ``model:`` of the merge cannot be merged."""
 
 

@@ -26,6 +26,7 @@ from transformers import (
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from transformers.utils import GENERATION_CONFIG_NAME
 
+from lightning_ft.errors import UsageError
 from lightning_ft.model.bottleneck import has_bottleneck_adapters, load_bottleneck_adapters, save_bottleneck_adapters
 from lightning_ft.model.generation_defaults import GenerationDefaults, export_generation_config
 from lightning_ft.model.heads import unwrap
@@ -106,8 +107,24 @@ def replace_directory(staging: Path, directory: Path) -> None:
 
 
 def read_manifest(directory: str | Path) -> dict | None:
+    """An export's manifest (what it is and which base it applies to), ``None`` where there is none.
+
+    Raises:
+        UsageError: The manifest is not JSON or lacks what every export writes (``kind``; ``base`` with its
+            ``path`` for adapters).
+    """
     path = Path(directory) / MANIFEST_NAME
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UsageError(f"{path}: not a valid export manifest ({error}); export the run again") from None
+    kind = manifest.get("kind") if isinstance(manifest, dict) else None
+    base = manifest.get("base") if isinstance(manifest, dict) else None
+    if not isinstance(kind, str) or (kind != "full" and not (isinstance(base, dict) and "path" in base)):
+        raise UsageError(f"{path}: not a valid export manifest (no kind, or an adapter without its base's path)")
+    return manifest
 
 
 def load_export(
@@ -125,7 +142,7 @@ def load_export(
     manifest = read_manifest(directory)
     if manifest is None:  # a base model: local directory (GGUF included) or hub id
         if base is not None:
-            raise ValueError(f"{directory} is not a lightning-ft adapter export (no {MANIFEST_NAME}): nothing to apply")
+            raise UsageError(f"{directory} is not a lightning-ft adapter export (no {MANIFEST_NAME}): nothing to apply")
         spec = ModelSpec(path=str(directory), dtype=dtype)
         return spec.load_model().eval(), spec.load_tokenizer()
     vision = manifest.get("auto_class") == "AutoModelForImageTextToText"
@@ -160,11 +177,18 @@ def _with_generation_config(model: nn.Module, directory: Path) -> nn.Module:
 def merge_export(directory: str | Path, output: str | Path, dtype: DTypeName = "float32") -> Path:
     """Merge an adapter export into its base and write a standalone model that needs neither peft nor us, with the
     export's ``generation_config.json``."""
+    output = Path(output)
+    if output.exists() and any(output.iterdir()) and not (output / "config.json").exists():
+        raise UsageError(f"{output} exists and is not a model directory: give a new or empty output directory")
     model, tokenizer = load_export(directory, dtype=dtype, merge=True)
     if not isinstance(model, PreTrainedModel):
         raise TypeError(f"Merging {directory} produced a {type(model).__name__}, not a transformers model")
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output)
-    tokenizer.save_pretrained(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = output.with_name(f".{output.name}.partial-{os.getpid()}")
+    try:  # written whole beside the output, then moved in place: an interrupted merge leaves the old output
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        replace_directory(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return output

@@ -24,6 +24,8 @@ from typing import Any, Literal
 import optuna
 import yaml
 
+from lightning_ft.errors import UsageError
+
 SETTINGS = ("metric", "direction", "sampler", "pruner", "seed")
 RANGE_FORMS = {
     "uniform": "[low, high]",
@@ -50,7 +52,7 @@ PRUNERS = {
 Direction = Literal["minimize", "maximize"]
 
 
-class SpaceError(ValueError):
+class SpaceError(UsageError):
     """A search space file that cannot be used; the message names the file and the key."""
 
 
@@ -97,8 +99,10 @@ def read_space(path: str | Path) -> SearchSpace:
         loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpaceError(f"{source}: no such search space file") from None
+    except UnicodeDecodeError as error:
+        raise SpaceError(f"{source}: not UTF-8 text (byte offset {error.start})") from None
     except yaml.YAMLError as error:
-        raise SpaceError(f"{source}: not valid YAML ({error})") from None
+        raise SpaceError(f"{source}: not valid YAML ({' '.join(str(error).split())})") from None
     if not isinstance(loaded, dict):
         raise SpaceError(f"{source}: expected a mapping of config keys to ranges, got {type(loaded).__name__}")
     return parse_space(loaded, source)
