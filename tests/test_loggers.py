@@ -172,6 +172,7 @@ def wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         monkeypatch.setenv(variable, value)
     for variable in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(variable, str(tmp_path / "wandb-home"))
+    wandb.teardown()  # a service process left by an earlier run in this process would write its files elsewhere
     yield wandb
     wandb.finish()  # the logger leaves its run open; a later run in this process would attach to it
 

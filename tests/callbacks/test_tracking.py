@@ -52,6 +52,7 @@ def test_trial_tags_and_dataset_counts_reach_every_tracker_and_no_other_logger(t
         assert run.config["data"] == {"train": {"records": 64, "kept": 64, "dropped": 0}}
     finally:
         wandb.finish()
+        wandb.teardown()  # W&B's service process would outlive the test with its settings (WANDB_DIR) for later runs
         mlflow.set_tracking_uri(None)
 
     client = mlflow.tracking.MlflowClient(store)
