@@ -21,6 +21,7 @@ DEBUG_FLAG = "--debug"
 NO_CACHE_FLAG = "--no-cache"
 HELP_FLAGS = ("-h", "--help")
 
+TRAINING_COMMANDS = ("fit", "validate")  # LightningCLI's
 COMMANDS = {
     "fit": "train a model from a recipe (--config RECIPE.yaml, then --section.key value overrides)",
     "validate": "validation metrics of a model on a recipe's validation data",
@@ -85,11 +86,16 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(arguments: list[str], command_line: bool) -> None:
-    from lightning_ft.cli import main as run_command
+    if arguments[0] not in TRAINING_COMMANDS and not arguments[0].startswith("-"):
+        from lightning_ft.commands import run as run_command  # no Lightning: chat starts seconds sooner
+
+        run_command(arguments)
+        return
+    from lightning_ft.cli import main as run_training
 
     if command_line:  # LightningCLI reads the command line itself (and warns when it is also given the arguments)
         sys.argv[1:] = arguments
-    run_command(None if command_line else arguments)
+    run_training(None if command_line else arguments)
 
 
 def fail(message: str, status: int) -> None:

@@ -168,3 +168,10 @@ def test_user_error_finds_the_cause_in_a_chain():
     except ValueError as wrapped:
         assert launcher.user_error(wrapped) is cause
     assert launcher.user_error(RuntimeError("a bug")) is None
+
+
+def test_commands_other_than_training_load_no_lightning():
+    """chat, export, serve, merge start without Lightning's import (seconds of it); score, eval and data import it
+    when they run, through the data modules they use."""
+    result = in_fresh_python("import sys\nimport lightning_ft.commands\nassert 'lightning' not in sys.modules")
+    assert result.returncode == 0, result.stderr
