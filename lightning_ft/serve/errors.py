@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+UNION_MEMBER_NAMES = {"str", "int", "float", "bool", "none", "dict", "list", "ChatMessage"}
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error"}
 
 
@@ -57,9 +58,11 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(error, RequestValidationError)
         problems = error.errors()
         first = problems[0] if problems else {}
-        location = [str(part) for part in first.get("loc", ()) if part != "body"]
+        location = _field_path(first.get("loc", ()))
         if first.get("type") == "json_invalid":
             return RequestError("The request body is not valid JSON", code="invalid_json").response()
+        if first.get("type") == "missing" and not location:
+            return RequestError("The request has no body: send a JSON object", code="invalid_json").response()
         message = f"{'.'.join(location) or 'body'}: {first.get('msg', 'invalid value')}"
         return RequestError(message, param=".".join(location) or None, code="invalid_value").response()
 
@@ -71,3 +74,14 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestError, request_error)
     app.add_exception_handler(RequestValidationError, invalid_body)
     app.add_exception_handler(HTTPException, http_error)
+
+
+def _field_path(location: tuple) -> list[str]:
+    """The request field a validation error's location names: ``("body", "stop", "list[str]", 5)`` -> ``["stop"]``
+    (pydantic adds the tried member of a union, such as ``str`` or ``list[str]``, and what follows is inside it)."""
+    path = []
+    for part in location[1:] if location[:1] == ("body",) else location:
+        if isinstance(part, str) and not part.replace("_", "").isalnum() or part in UNION_MEMBER_NAMES:
+            break
+        path.append(str(part))
+    return path

@@ -87,6 +87,8 @@ def completion_job(request: CompletionRequest, registry: ModelRegistry) -> Gener
     if request.echo or request.suffix:
         raise RequestError("echo and suffix are not supported", param="echo" if request.echo else "suffix")
     prompt_ids = served.tokenizer(prompts[0])["input_ids"]
+    if not prompt_ids:  # an empty prompt, with a tokenizer that adds no BOS: nothing to continue
+        raise RequestError("The prompt is empty: give at least one token of text to continue", param="prompt")
     return _job(request, registry, served, prompt_ids, request.max_tokens, strip=False)
 
 

@@ -38,6 +38,8 @@ def chat_url(server_url: str) -> str:
         ({"top_p": 1.5}, 400, "top_p", None),
         ({"stop": ["a", "b", "c", "d", "e"]}, 400, "stop", None),
         ({"messages": "hello"}, 400, "messages", "invalid_value"),
+        ({"stop": ["a", 5]}, 400, "stop", "invalid_value"),  # not "stop.list[str].1": the field, not pydantic's union
+        ({"messages": [{"role": "user", "content": 7}]}, 400, "messages.0.content", "invalid_value"),
         ({"messages": [{"role": "user", "content": "hello " * 300}]}, 400, "messages", "context_length_exceeded"),
         ({"max_tokens": 250}, 400, "messages", "context_length_exceeded"),  # prompt + 250 > 256 positions
     ],
@@ -55,6 +57,16 @@ def test_malformed_json_is_a_400(server_url):
     status, body = post(chat_url(server_url), b'{"model": "alpha", "messages": [')
     assert (status, body["error"]["code"], body["error"]["type"]) == (400, "invalid_json", "invalid_request_error")
     assert post(chat_url(server_url), json.dumps(GOOD).encode())[0] == 200
+
+
+def test_an_empty_body_is_a_400_that_says_so(server_url):
+    status, body = post(chat_url(server_url), b"")
+    assert (status, body["error"]["message"]) == (400, "The request has no body: send a JSON object")
+
+
+def test_an_empty_completion_prompt_is_a_400(server_url):  # the tiny tokenizer adds no BOS: no token to continue
+    status, body = post(f"{server_url}/completions", json.dumps({"model": "alpha", "prompt": ""}).encode())
+    assert (status, body["error"]["param"]) == (400, "prompt")
 
 
 @pytest.mark.parametrize("key", [None, "wrong-key"])
