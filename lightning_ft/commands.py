@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from jsonargparse import ArgumentParser, auto_cli
 
 from lightning_ft import launcher
-from lightning_ft.errors import debugging
+from lightning_ft.errors import UsageError, debugging
 from lightning_ft.model.gguf_weights import GgufType
 from lightning_ft.model.spec import DTypeName
 from lightning_ft.parser_errors import reduce_parser_error
@@ -201,7 +201,7 @@ def serve(
     """
     pairs = [item.partition("=") for item in adapter or []]
     if any(not name or not directory for name, _, directory in pairs):
-        raise ValueError(f"--adapter takes NAME=EXPORT_DIR, got {adapter}")
+        raise UsageError(f"--adapter takes NAME=EXPORT_DIR, got {adapter}")
     server = optional_module("lightning_ft.serve.server", extra="serve")
     config = server.ServeConfig(
         model=model,

@@ -22,6 +22,16 @@ class DataError(UserError, ValueError):
     exit_status = 1
 
 
+class UnsupportedError(UsageError, TypeError):
+    """A model or component of the wrong kind for what was asked (a reward model asked to generate): a `UsageError`
+    that is still the `TypeError` such checks raised before, for code that catches that."""
+
+
+class MissingFileError(UsageError, FileNotFoundError):
+    """A file or folder the user named that does not exist or lacks what is needed: a `UsageError` that is still a
+    `FileNotFoundError`, for code that catches that."""
+
+
 def debugging() -> bool:
     """Whether errors are shown with their full traceback (``--debug`` or ``LIGHTNING_FT_DEBUG=1``)."""
     return flag_set(DEBUG_ENVIRONMENT)

@@ -25,6 +25,7 @@ from lightning_ft.algorithms.faults import (
 from lightning_ft.callbacks.memory import OutOfMemoryAdvice
 from lightning_ft.callbacks.resume import ResumeDataPosition
 from lightning_ft.compat import attached_trainer, collect_rng_states, set_rng_states
+from lightning_ft.errors import UsageError
 from lightning_ft.model.compile import compile_decoder_layers
 from lightning_ft.model.export import save_export
 from lightning_ft.model.freeze import FreezePolicy
@@ -79,7 +80,9 @@ class FineTuneModule(L.LightningModule):
         super().__init__()
         check_option("on_non_finite", on_non_finite, NonFiniteAction)
         if warmup_steps and warmup_ratio:
-            raise ValueError("Set warmup_steps or warmup_ratio, not both.")
+            raise UsageError(
+                "model.warmup_steps and model.warmup_ratio are both set: set warmup_steps or warmup_ratio, not both"
+            )
         self.model_spec = model
         self.peft = peft
         self.freeze = freeze
@@ -208,7 +211,11 @@ class FineTuneModule(L.LightningModule):
             return
         missing = self._trainable_state_keys() - set(checkpoint["state_dict"])
         if missing:
-            raise KeyError(f"The checkpoint lacks {len(missing)} trainable weights, e.g. {sorted(missing)[:3]}")
+            raise UsageError(
+                f"The checkpoint lacks {len(missing)} trainable weights of this model, e.g. {sorted(missing)[:3]}: it "
+                "was saved from another model or adapter; resume with the model and peft options of the run that "
+                "wrote it"
+            )
 
     def _trainable_state_keys(self) -> set[str]:
         return {name for name, parameter in self.named_parameters() if parameter.requires_grad}

@@ -23,6 +23,7 @@ from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelP
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from lightning_ft.errors import UsageError
 from lightning_ft.losses.ewc import ewc_gradient, ewc_penalty
 from lightning_ft.losses.sft import IGNORE_INDEX, cross_entropy
 from lightning_ft.model.forward import sequence_hidden_states
@@ -102,9 +103,9 @@ class EWC:
         normalize: bool = True,
     ) -> None:
         if strength < 0:
-            raise ValueError(f"EWC strength must be 0 or more, got {strength}")
+            raise UsageError(f"model.ewc.strength must be 0 or more, got {strength}")
         if num_examples < 1:
-            raise ValueError(f"EWC num_examples must be at least 1, got {num_examples}")
+            raise UsageError(f"model.ewc.num_examples must be at least 1, got {num_examples}")
         self.replay = replay
         self.strength = strength
         self.num_examples = num_examples
@@ -172,7 +173,9 @@ class EWC:
         check_same_parameters(saved["parameters"], parameters, f"Fisher file {path}", advice)
         fisher, self.fisher_examples = saved["fisher"], saved["num_examples"]
         if saved["normalized"] and not self.normalize:
-            raise ValueError(f"Fisher file {path} holds a normalised Fisher: set ewc.normalize: true, or {advice}")
+            raise UsageError(
+                f"Fisher file {path} holds a normalised Fisher: set model.ewc.normalize: true, or {advice}"
+            )
         if self.normalize and not saved["normalized"]:
             fisher, _ = normalized(fisher)
         rank_zero_info(f"EWC: Fisher information of {self.fisher_examples} replay examples loaded from {path}")
@@ -182,7 +185,7 @@ class EWC:
         """The Fisher over `num_examples` replay rows, dealt out between the devices; every device ends with it."""
         model, trainer = module.model, module.trainer
         if unwrap(model).get_output_embeddings() is None:
-            raise ValueError(
+            raise UsageError(
                 f"EWC estimates the Fisher from token log-likelihoods, but {type(unwrap(model)).__name__} has no "
                 "language-model head (a reward model): remove model.ewc"
             )
@@ -193,7 +196,10 @@ class EWC:
             fisher = diagonal_fisher(parameters, example_losses) if rows else zeros_like_all(parameters)
         fisher, self.fisher_examples = average_over_devices(trainer.strategy, fisher, len(rows))
         if self.fisher_examples == 0:
-            raise ValueError(f"EWC: the replay data ({type(self.replay).__name__}) has no rows with trained tokens")
+            raise UsageError(
+                f"EWC: the replay data ({type(self.replay).__name__}) has no rows with trained tokens: give "
+                "model.ewc.replay records the model is trained on (assistant turns, or text)"
+            )
         fisher, raw_mean = normalized(fisher) if self.normalize else (fisher, mean_entry(fisher))
         rank_zero_info(
             f"EWC: Fisher information from {self.fisher_examples} replay examples, raw mean entry {raw_mean:.4g}"
@@ -240,12 +246,12 @@ def check_same_parameters(expected: Mapping[str, Sequence[int]], parameters: Ten
             problem = f"{name} has shape {list(expected[name])} in {source} but {found[name]} in the model"
         else:
             continue
-        raise ValueError(f"EWC: {source} does not match the trainable parameters: {problem}. Either {advice}.")
+        raise UsageError(f"EWC: {source} does not match the trainable parameters: {problem}. Either {advice}.")
 
 
 def check_unsharded(strategy: Strategy) -> None:
     if isinstance(strategy, SHARDING_STRATEGIES):
-        raise ValueError(
+        raise UsageError(
             f"EWC needs whole parameters, but {type(strategy).__name__} shards them: train with ddp (or one "
             "device), or remove model.ewc"
         )
@@ -314,9 +320,10 @@ def normalized(fisher: Tensors) -> tuple[dict[str, torch.Tensor], float]:
     """The Fisher divided by its mean entry (so the mean becomes 1), and that mean."""
     mean = mean_entry(fisher)
     if mean <= 0:
-        raise ValueError(
+        raise UsageError(
             "EWC: the Fisher is zero everywhere (no replay loss depends on the trainable parameters), so it cannot "
-            "be normalised: check that the replay data trains tokens the model predicts, or set ewc.normalize: false"
+            "be normalised: check that the replay data trains tokens the model predicts, or set "
+            "model.ewc.normalize: false"
         )
     return {name: value / mean for name, value in fisher.items()}, mean
 

@@ -10,6 +10,7 @@ import torch
 from lightning_ft.algorithms.online import Completions, OnlinePolicy
 from lightning_ft.algorithms.reference import reference_policy
 from lightning_ft.compat import attached_trainer
+from lightning_ft.errors import UsageError
 from lightning_ft.losses.rl import GroupBaseline, clipped_policy_loss, group_advantages, kl_k3, masked_mean
 from lightning_ft.model.spec import ModelSpec
 from lightning_ft.options import check_option
@@ -56,7 +57,9 @@ class GRPO(OnlinePolicy):
     ) -> None:
         super().__init__(model, reward_funcs, **kwargs)
         if num_generations < 2:
-            raise ValueError(f"num_generations must be at least 2 (a group to compare with), got {num_generations}")
+            raise UsageError(
+                f"model.num_generations must be at least 2 (a group to compare with), got {num_generations}"
+            )
         check_option("loss_aggregation", loss_aggregation, LossAggregation)
         check_option("baseline", baseline, GroupBaseline)
         self.num_generations = num_generations

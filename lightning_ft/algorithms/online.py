@@ -11,6 +11,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from lightning_ft.algorithms.reference import ReferencedPolicy
+from lightning_ft.errors import UsageError
 from lightning_ft.losses.logps import token_logps
 from lightning_ft.losses.sft import IGNORE_INDEX, Projection
 from lightning_ft.model.forward import sequence_hidden_states
@@ -95,11 +96,17 @@ class OnlinePolicy(ReferencedPolicy):
     ) -> None:
         super().__init__(model, **kwargs)
         if not reward_funcs:
-            raise ValueError(f"{type(self).__name__} needs at least one entry in reward_funcs")
+            raise UsageError(
+                f"{type(self).__name__} needs at least one entry in reward_funcs: set model.reward_funcs (reward "
+                "function import paths or reward model directories)"
+            )
         if temperature <= 0:
-            raise ValueError(f"temperature must be above 0 (training samples from the policy), got {temperature}")
+            raise UsageError(f"model.temperature must be above 0 (training samples from the policy), got {temperature}")
         if reward_weights is not None and len(reward_weights) != len(reward_funcs):
-            raise ValueError(f"{len(reward_weights)} reward_weights for {len(reward_funcs)} reward_funcs")
+            raise UsageError(
+                f"{len(reward_weights)} reward_weights for {len(reward_funcs)} reward_funcs: give model.reward_weights "
+                "one weight per model.reward_funcs entry"
+            )
         self.automatic_optimization = False
         self.reward_functions = load_rewards(reward_funcs)
         self.reward_weights = list(reward_weights or [1.0] * len(reward_funcs))

@@ -11,6 +11,7 @@ from torch import nn
 
 from lightning_ft.algorithms.online import Completions, OnlinePolicy, completion_labels, ends_with_stop
 from lightning_ft.algorithms.reference import reference_policy, turn_off_dropout
+from lightning_ft.errors import UsageError
 from lightning_ft.losses.logps import token_entropy
 from lightning_ft.losses.rl import (
     adaptive_kl_coef,
@@ -118,9 +119,14 @@ class PPO(OnlinePolicy):
         check_option("critic", critic, Critic)
         check_option("kl_estimator", kl_estimator, KL_ESTIMATORS)
         if target_kl is not None and (target_kl <= 0 or kl_coef <= 0):
-            raise ValueError("An adaptive KL controller (target_kl) needs target_kl > 0 and an initial kl_coef > 0")
+            raise UsageError(
+                "An adaptive KL controller (model.target_kl) needs target_kl > 0 and an initial kl_coef > 0 "
+                "(model.kl_coef)"
+            )
         if ppo_epochs < 1 or num_minibatches < 1:
-            raise ValueError(f"ppo_epochs and num_minibatches must be at least 1, got {ppo_epochs}, {num_minibatches}")
+            raise UsageError(
+                f"model.ppo_epochs and model.num_minibatches must be at least 1, got {ppo_epochs}, {num_minibatches}"
+            )
         self.critic = critic
         self.kl_coef = kl_coef
         self.kl_estimator = kl_estimator
@@ -174,7 +180,10 @@ class PPO(OnlinePolicy):
         metrics.update({f"rewards/{name}": scores.mean() for name, scores in per_reward.items()})
         size = len(completions.scores)
         if size < self.num_minibatches:
-            raise ValueError(f"A rollout of {size} completions cannot split into {self.num_minibatches} minibatches")
+            raise UsageError(
+                f"A rollout of {size} completions cannot split into {self.num_minibatches} minibatches: lower "
+                "model.num_minibatches or raise data.batch_size"
+            )
         updates: dict[str, list[torch.Tensor]] = {}
         for _ in range(self.ppo_epochs):
             for index in torch.randperm(size, device=self.device).tensor_split(self.num_minibatches):

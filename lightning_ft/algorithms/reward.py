@@ -14,6 +14,7 @@ from transformers import AutoModelForSequenceClassification
 
 from lightning_ft.algorithms.base import FineTuneModule
 from lightning_ft.compat import attached_trainer
+from lightning_ft.errors import UsageError
 from lightning_ft.losses.preference import bradley_terry_loss
 from lightning_ft.model.export import save_export
 from lightning_ft.model.generation_defaults import GenerationDefaults
@@ -98,7 +99,7 @@ class RewardModel(FineTuneModule):
     def pair_losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(losses, chosen_rewards, rejected_rewards)``, each ``(pairs,)``, of a side-by-side batch."""
         if "sequence_ids" in batch:
-            raise ValueError("A reward model scores one sequence per row: set `data.packing: false`.")
+            raise UsageError("A reward model scores one sequence per row: set `data.packing: false`.")
         rewards = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         chosen, rejected = rewards.squeeze(-1).float().chunk(2)
         margin = batch.get("margin")

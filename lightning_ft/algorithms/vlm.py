@@ -11,6 +11,7 @@ from torch import nn
 from transformers import AutoModelForImageTextToText
 
 from lightning_ft.algorithms.sft import SFT
+from lightning_ft.errors import UsageError
 from lightning_ft.model.export import save_export
 from lightning_ft.model.generation_defaults import GenerationDefaults
 from lightning_ft.model.spec import ModelSpec
@@ -45,17 +46,19 @@ class VisionLanguageSFT(SFT):
         **kwargs: Any,
     ) -> None:
         if kwargs.get("freeze") is not None:
-            raise ValueError(
+            raise UsageError(
                 "VisionLanguageSFT chooses what trains with train_projector / train_language_model / "
-                "train_vision_tower, not freeze"
+                "train_vision_tower, not freeze: remove model.freeze"
             )
         super().__init__(model, **kwargs)
         if not (train_projector or train_language_model or train_vision_tower):
-            raise ValueError("Nothing would train: set train_projector, train_language_model or train_vision_tower")
+            raise UsageError(
+                "Nothing would train: set model.train_projector, model.train_language_model or model.train_vision_tower"
+            )
         if self.peft is not None and not (train_language_model or train_vision_tower):
-            raise ValueError(
+            raise UsageError(
                 "An adapter needs train_language_model (or train_vision_tower); for stage 1 (projector only) "
-                "leave peft unset"
+                "leave model.peft unset"
             )
         self.train_projector = train_projector
         self.train_language_model = train_language_model

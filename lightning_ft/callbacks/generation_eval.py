@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_ft.data.sources import DataError
+from lightning_ft.errors import UnsupportedError, UsageError
 from lightning_ft.eval.items import EvalItem, ItemFormat, load_items
 from lightning_ft.eval.metrics import GENERATION_METRICS
 from lightning_ft.model.generation import generate_replies
@@ -66,7 +67,7 @@ class GenerationEval(L.Callback):
         check_option("format", format, ItemFormat)
         check_keys("generation metrics", metrics, GENERATION_METRICS)
         if not metrics:
-            raise ValueError(f"GenerationEval needs at least one metric; valid: {', '.join(GENERATION_METRICS)}")
+            raise UsageError(f"GenerationEval needs at least one metric; valid: {', '.join(GENERATION_METRICS)}")
         for name, value, least in (
             ("num_samples", num_samples, 1),
             ("max_new_tokens", max_new_tokens, 1),
@@ -75,7 +76,7 @@ class GenerationEval(L.Callback):
             ("every_n_validations", every_n_validations, 1),
         ):
             if value < least:
-                raise ValueError(f"GenerationEval {name} must be at least {least}, got {value}")
+                raise UsageError(f"GenerationEval {name} must be at least {least}, got {value}")
         self.data = data
         self.format = format
         self.fields = fields
@@ -92,8 +93,9 @@ class GenerationEval(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if getattr(pl_module, "processor", None) is not None:
-            raise TypeError(
-                f"GenerationEval generates text only; {type(pl_module).__name__} is a vision-language module"
+            raise UnsupportedError(
+                f"GenerationEval generates text only; {type(pl_module).__name__} is a vision-language module: remove "
+                "GenerationEval from trainer.callbacks"
             )
         datamodule = getattr(trainer, "datamodule", None)
         source, format, fields = self.source(datamodule)
@@ -107,7 +109,7 @@ class GenerationEval(L.Callback):
             return self.data, self.format, self.fields
         source = getattr(datamodule, "val", None)
         if source is None:
-            raise ValueError(
+            raise UsageError(
                 "GenerationEval needs `data` (prompts with reference answers): the data module has no `val` file "
                 "to default to (a val_fraction split is not a file)"
             )
@@ -142,7 +144,10 @@ class GenerationEval(L.Callback):
         """Greedy completions of the sampled items' prompts by ``pl_module.model``, left in the mode it was in."""
         model = pl_module.model
         if not unwrap(model).can_generate():
-            raise TypeError(f"GenerationEval needs a generative model; {type(unwrap(model)).__name__} cannot generate")
+            raise UnsupportedError(
+                f"GenerationEval needs a generative model; {type(unwrap(model)).__name__} cannot generate: remove "
+                "GenerationEval from trainer.callbacks"
+            )
         was_training = model.training
         model.eval()
         try:

@@ -14,6 +14,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import Logger, MLFlowLogger, WandbLogger
 
 from lightning_ft.callbacks.export import HuggingFaceExport
+from lightning_ft.errors import UsageError
 
 TRIAL_VARIABLE = "LIGHTNING_FT_TRIAL"  # {"study": NAME, "number": N}, set by `lightning-ft tune` for each trial
 ARTIFACT_FOLDER = "lightning_ft"  # W&B keeps its own config.yaml in a run's files
@@ -137,7 +138,7 @@ def optuna_trial() -> dict[str, str]:
         trial = json.loads(value)
         return {"optuna_study": str(trial["study"]), "optuna_trial": str(int(trial["number"]))}
     except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f'{TRIAL_VARIABLE} must be a JSON object with "study" and "number", got {value!r}') from error
+        raise UsageError(f'{TRIAL_VARIABLE} must be a JSON object with "study" and "number", got {value!r}') from error
 
 
 def safe_key(split: str) -> str:

@@ -94,7 +94,11 @@ class WeightedMixSampler(EpochPosition[int], Sampler[int]):
             self.items_of_source[source].append(item)
         empty = [source for source, items in enumerate(self.items_of_source) if not items]
         if empty:
-            raise ValueError(f"mix sources {empty} have no items to draw")
+            places = ", ".join(f"data.train[{source}]" for source in empty)
+            raise UsageError(
+                f"{places}: no training rows to draw (every record was dropped, or held out for validation): fix "
+                "the source's records or remove it from the mix"
+            )
         self.weights = torch.tensor(weights, dtype=torch.float64) / sum(weights)
         self.seed = seed
         self.num_samples = num_samples if num_samples is not None else len(item_sources)

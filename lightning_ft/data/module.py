@@ -168,12 +168,15 @@ class TokenizedData(L.LightningDataModule):
 
     def _require_tokenizer(self) -> PreTrainedTokenizerBase:
         if self.tokenizer is None:
-            raise ValueError(f"{type(self).__name__} has no tokenizer: pass `tokenizer=` (the CLI links the model's).")
+            raise UsageError(f"{type(self).__name__} has no tokenizer: pass `tokenizer=` (the CLI links the model's).")
         # a vision-language model's processor: text goes to its tokenizer
         text = self.tokenizer.tokenizer if isinstance(self.tokenizer, ProcessorMixin) else self.tokenizer
         if self.chat_template_kwargs:
             if not text.chat_template:
-                raise ValueError("chat_template_kwargs needs a chat template: the tokenizer has none")
+                raise UsageError(
+                    "data.chat_template_kwargs needs a chat template, and the tokenizer has none: set "
+                    "model.model.chat_template, or remove data.chat_template_kwargs"
+                )
             text.chat_template = with_template_defaults(text.chat_template, self.chat_template_kwargs)
             if isinstance(self.tokenizer, ProcessorMixin) and getattr(self.tokenizer, "chat_template", None):
                 self.tokenizer.chat_template = with_template_defaults(
@@ -235,7 +238,7 @@ class TokenizedData(L.LightningDataModule):
 
     def text_record_tokenizer(self) -> RecordTokenizer:
         """Raw-text rows with the same columns as this module's rows; only modules that can train text have one."""
-        raise ValueError(
+        raise UsageError(
             f"{type(self).__name__} cannot train raw-text sources (kind: text): mix them into SFT data (ChatData, "
             "InstructionData) or train them with TextData"
         )
@@ -416,4 +419,4 @@ def check_set_names(val_extra: Mapping[str, str]) -> None:
         if not isinstance(source, str) or not source:
             problems.append(f"{name!r} needs a data file or hub id, got {source!r}")
     if problems:
-        raise ValueError("val_extra: " + "; ".join(problems))
+        raise UsageError("data.val_extra: " + "; ".join(problems))

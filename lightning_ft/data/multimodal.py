@@ -26,6 +26,7 @@ from lightning_ft.data.module import RawPart, RecordTokenizer
 from lightning_ft.data.sft import SFTData
 from lightning_ft.data.sources import DataError
 from lightning_ft.data.tokenize import DROPPED, IGNORE_INDEX, ConversationTokenizer, Status
+from lightning_ft.errors import UsageError
 from lightning_ft.options import check_option
 
 MultimodalFormat = Literal["llava", "messages"]
@@ -65,7 +66,10 @@ class MultimodalData(SFTData):
         **kwargs: Any,
     ) -> None:
         if packing:
-            raise ValueError("MultimodalData batches padded conversations: packing is not supported with images")
+            raise UsageError(
+                "MultimodalData batches padded conversations: packing is not supported with images; set "
+                "data.packing: false"
+            )
         check_option("image_overflow", image_overflow, ImageOverflow)
         super().__init__(train, packing=False, **kwargs)
         self.format = format
@@ -76,7 +80,7 @@ class MultimodalData(SFTData):
     @property
     def processor(self) -> ProcessorMixin:
         if not isinstance(self.tokenizer, ProcessorMixin):
-            raise ValueError(
+            raise UsageError(
                 "MultimodalData tokenizes with the model's processor (AutoProcessor): train a vision-language model "
                 "(lightning_ft.algorithms.VisionLanguageSFT), or pass `tokenizer=` a processor."
             )
@@ -121,7 +125,7 @@ class MultimodalData(SFTData):
         return self.image_record_tokenizer(image_root(part.path))
 
     def text_record_tokenizer(self) -> RecordTokenizer:
-        raise ValueError("MultimodalData cannot mix in raw-text sources (kind: text): its rows carry images")
+        raise UsageError("MultimodalData cannot mix in raw-text sources (kind: text): its rows carry images")
 
     def record_tokenizer(self) -> RecordTokenizer:
         return self.image_record_tokenizer(image_root(self.sources[0].path))

@@ -31,6 +31,7 @@ from lightning_ft.data.preference_formats import (
 from lightning_ft.data.preference_tokenize import PreferenceTokenizer, TokenizedPair, TokenizedUnpaired
 from lightning_ft.data.sources import DataError
 from lightning_ft.data.tokenize import IGNORE_INDEX
+from lightning_ft.errors import UsageError
 
 PAIR_SIDES = ("chosen_", "rejected_")
 UNPAIRED_SIDES = ("", "kl_")
@@ -86,10 +87,13 @@ class PreferenceData(TokenizedData):
             check_integer("max_prompt_length", max_prompt_length, minimum=1)
         self.train_on_reasoning = train_on_reasoning
         if packing and format == "kto":
-            raise ValueError("packing applies to pairs; KTO scores its completions and KL pairs in separate forwards")
+            raise UsageError(
+                "data.packing applies to pairs; KTO scores its completions and KL pairs in separate forwards: set "
+                "data.packing: false"
+            )
         self.packing = packing
         if margin_field is not None and format == "kto":
-            raise ValueError("margin_field applies to pairs; the kto format has none")
+            raise UsageError("data.margin_field applies to pairs; the kto format has none: leave it unset")
         self.margin_field = margin_field
         self.format = format
         self.fields = field_names(PREFERENCE_FIELDS, format, fields)

@@ -16,6 +16,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from lightning_ft.data.formats import Message
 from lightning_ft.data.preference_formats import PreferencePair, UnpairedExample
 from lightning_ft.data.tokenize import DROPPED, IGNORE_INDEX, ConversationTokenizer, Overlong, Status, Tools
+from lightning_ft.errors import UsageError
 
 
 class TokenizedPair(TypedDict):
@@ -64,8 +65,8 @@ class PreferenceTokenizer:
         self.max_length = max_length - len(self.prefix) - len(self.suffix)
         self.max_prompt_length = self.max_length // 2 if max_prompt_length is None else max_prompt_length
         if not 0 < self.max_prompt_length < self.max_length:
-            raise ValueError(
-                f"max_prompt_length must be in (0, {self.max_length}) (max_length less special tokens), "
+            raise UsageError(
+                f"data.max_prompt_length must be in (0, {self.max_length}) (data.max_length less special tokens), "
                 f"got {max_prompt_length}"
             )
         self.overlong = overlong
@@ -176,7 +177,10 @@ def special_tokens_around(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int]
     for start in range(len(wrapped) - len(plain) + 1):
         if wrapped[start : start + len(plain)] == plain:
             return wrapped[:start], wrapped[start + len(plain) :]
-    raise ValueError(f"Cannot tell which special tokens {type(tokenizer).__name__} adds around a text")
+    raise UsageError(
+        f"Cannot tell which special tokens {type(tokenizer).__name__} adds around a text: set "
+        "data.add_special_tokens: false"
+    )
 
 
 def has_labels(labels: list[int]) -> bool:

@@ -14,6 +14,7 @@ from lightning_ft.data.mixing import MixSource
 from lightning_ft.data.module import RecordTokenizer, TokenizedData
 from lightning_ft.data.preference_formats import messages_of, required, with_system
 from lightning_ft.data.sources import DataError
+from lightning_ft.errors import UsageError
 from lightning_ft.options import check_keys
 
 PROMPT_FIELDS = {"prompt": "prompt", "system": "system"}
@@ -39,8 +40,8 @@ class PromptData(TokenizedData):
 
     def __init__(self, train: str | list[MixSource], fields: dict[str, str] | None = None, **kwargs: Any) -> None:
         if kwargs.get("val_extra"):
-            raise ValueError(
-                "val_extra holds extra sets for loss-based validation (SFT, DPO, KTO, reward models); online RL "
+            raise UsageError(
+                "data.val_extra holds extra sets for loss-based validation (SFT, DPO, KTO, reward models); online RL "
                 "validates by generating on the `val` prompts: leave val_extra unset for PromptData"
             )
         super().__init__(train, **kwargs)

@@ -30,6 +30,7 @@ from lightning_ft.data.packing import PackedDataset, PackingCollator
 from lightning_ft.data.sampling import LengthGroupedBatchSampler
 from lightning_ft.data.text import TextBlocks, text_tokenizer
 from lightning_ft.data.tokenize import ConversationTokenizer, TrainOn
+from lightning_ft.errors import UsageError
 
 
 class SFTData(TokenizedData):
@@ -57,8 +58,9 @@ class SFTData(TokenizedData):
         **kwargs: Any,
     ) -> None:
         if packing and group_by_length:
-            raise ValueError(
-                "group_by_length batches padded conversations: it needs packing: false (packed rows have no padding)"
+            raise UsageError(
+                "group_by_length batches padded conversations: it needs packing: false (packed rows have no padding); "
+                "set data.packing: false or data.group_by_length: false"
             )
         super().__init__(train, **kwargs)
         self.train_on = train_on
@@ -113,7 +115,10 @@ class SFTData(TokenizedData):
     def _sft_loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         if "source" in dataset.column_names:  # a mix: each source's own rows, text cut into blocks
             if self.group_by_length:
-                raise ValueError("group_by_length cannot follow a weighted mix: set one or the other")
+                raise UsageError(
+                    "data.group_by_length cannot follow a weighted mix (data.train with several sources): set one or "
+                    "the other"
+                )
             items = self.mixed_items(dataset, self._source_items)
             collate = PackingCollator(self._require_tokenizer().pad_token_id) if self.packing else self.collator()
             return self._loader(items, batch_size, shuffle, collate)

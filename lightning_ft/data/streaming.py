@@ -32,6 +32,7 @@ from lightning_ft.data.sources import (
     read_text,
     text_encoding,
 )
+from lightning_ft.errors import UsageError
 
 Record = Mapping[str, Any]
 
@@ -141,7 +142,7 @@ class TextStream(IterableDataset):
         worker = get_worker_info()
         workers, worker_id = (1, 0) if worker is None else (worker.num_workers, worker.id)
         if workers > 1 and data_files(self.source) is None:
-            raise ValueError(f"{self.source}: stream a hub dataset with data.num_workers: 0 (or download its files)")
+            raise UsageError(f"{self.source}: stream a hub dataset with data.num_workers: 0 (or download its files)")
         return self.rank * workers + worker_id, self.world_size * workers
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

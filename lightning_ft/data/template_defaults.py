@@ -6,6 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from lightning_ft.errors import UsageError
+
 
 def with_template_defaults(template: str, defaults: Mapping[str, Any]) -> str:
     """``template`` with ``defaults`` for its keyword arguments (e.g. ``{"enable_thinking": False}``) written into it:
@@ -19,7 +21,9 @@ def with_template_defaults(template: str, defaults: Mapping[str, Any]) -> str:
     header = ""
     for name, value in defaults.items():
         if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"chat_template_kwargs: {name!r} is not a valid template variable name")
+            raise UsageError(
+                f"data.chat_template_kwargs: {name!r} is not a valid template variable name (letters, digits, _)"
+            )
         header += f"{{%- if {name} is not defined %}}{{%- set {name} = {jinja_literal(value)} %}}{{%- endif %}}"
     return template if template.startswith(header) else header + template
 
@@ -34,4 +38,7 @@ def jinja_literal(value: Any) -> str:
         return "[" + ", ".join(jinja_literal(item) for item in value) + "]"
     if isinstance(value, Mapping):
         return "{" + ", ".join(f"{jinja_literal(str(key))}: {jinja_literal(item)}" for key, item in value.items()) + "}"
-    raise ValueError(f"chat_template_kwargs: cannot write {value!r} ({type(value).__name__}) into a template")
+    raise UsageError(
+        f"data.chat_template_kwargs: cannot write {value!r} ({type(value).__name__}) into a template; give "
+        "booleans, numbers, strings, null, or lists and mappings of them"
+    )

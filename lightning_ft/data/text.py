@@ -17,6 +17,7 @@ from lightning_ft.data.module import RecordTokenizer, TokenizedData
 from lightning_ft.data.packing import PackingCollator
 from lightning_ft.data.sources import DataError
 from lightning_ft.data.streaming import TextStream, stream_loader
+from lightning_ft.errors import UsageError
 
 
 def text_tokenizer(tokenizer: PreTrainedTokenizerBase, text_field: str = "text") -> RecordTokenizer:
@@ -24,7 +25,7 @@ def text_tokenizer(tokenizer: PreTrainedTokenizerBase, text_field: str = "text")
     EOS, all of them trained (``labels`` equal ``input_ids``). Empty text is dropped (and counted)."""
     eos = tokenizer.eos_token_id
     if eos is None:
-        raise ValueError(f"{tokenizer.name_or_path}: the tokenizer has no EOS token to put between documents")
+        raise UsageError(f"{tokenizer.name_or_path}: the tokenizer has no EOS token to put between documents")
 
     def tokenize(record: Mapping[str, Any], where: str) -> dict[str, Any]:
         text = record.get(text_field)
@@ -158,7 +159,9 @@ class TextData(TokenizedData):
         self.document_boundaries = document_boundaries
         self.streaming = streaming
         if streaming and self.val_fraction > 0:
-            raise ValueError("streaming reads the corpus once per epoch: give a `val` file instead of `val_fraction`")
+            raise UsageError(
+                "data.streaming reads the corpus once per epoch: give a data.val file instead of data.val_fraction"
+            )
 
     def own_kind(self) -> str:
         return "text"
@@ -203,9 +206,12 @@ class TextData(TokenizedData):
 
     def _stream_loader(self) -> DataLoader:
         if len(self.sources) > 1:
-            raise ValueError("streaming reads one source (a file, a directory of shards or a hub id), not a mix")
+            raise UsageError(
+                "data.streaming reads one source (a file, a directory of shards or a hub id), not a mix: give "
+                "data.train one path"
+            )
         if self.trainer is not None and self.trainer.max_steps == -1:
-            raise ValueError("streaming repeats the corpus without end: set trainer.max_steps")
+            raise UsageError("data.streaming repeats the corpus without end: set trainer.max_steps")
         stream = TextStream(
             self.sources[0].path,
             self.record_tokenizer(),

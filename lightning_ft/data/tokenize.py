@@ -26,6 +26,7 @@ from transformers.utils.chat_template_utils import render_jinja_template
 
 from lightning_ft.data.formats import Message
 from lightning_ft.data.sources import DataError
+from lightning_ft.errors import UsageError
 from lightning_ft.options import check_option
 
 IGNORE_INDEX = -100
@@ -99,7 +100,7 @@ class ConversationTokenizer:
         train_on_reasoning: bool = True,
     ) -> None:
         if not tokenizer.is_fast:
-            raise ValueError("Label masks need character offsets: use a fast tokenizer (tokenizers-backed).")
+            raise UsageError("Label masks need character offsets: use a fast tokenizer (tokenizers-backed).")
         check_option("train_on", train_on, TrainOn)
         check_option("overlong policy", overlong, Overlong)
         self.tokenizer = tokenizer

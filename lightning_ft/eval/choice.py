@@ -22,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lightning_ft.data.collate import pad_sequences
 from lightning_ft.data.formats import Message
+from lightning_ft.errors import DataError
 from lightning_ft.eval.items import EvalItem
 from lightning_ft.model.forward import sequence_hidden_states
 from lightning_ft.model.heads import output_projection
@@ -109,7 +110,10 @@ def choice_requests(
         for option, text in enumerate(_options(item)):
             context_ids, continuation_ids = encode_pair(tokenizer, context, delimiter + text)
             if not continuation_ids:
-                raise ValueError(f"{item.source}: option {option} ({text!r}) of item {item.id!r} encodes to no tokens")
+                raise DataError(
+                    f"{item.source}: option {option} ({text!r}) of item {item.id!r} encodes to no tokens: field "
+                    "'choices' needs options with text"
+                )
             requests.append(ChoiceRequest(index, option, context_ids, continuation_ids))
     return requests
 
@@ -145,9 +149,9 @@ def choice_loglikelihoods(
     for request in requests:
         if len(request.continuation) > limit:
             item = items[request.item]
-            raise ValueError(
+            raise DataError(
                 f"{item.source}: option {request.option} of item {item.id!r} is {len(request.continuation)} tokens, "
-                f"longer than the {limit} the model reads"
+                f"longer than the {limit} the model reads: shorten it in field 'choices'"
             )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(requests)), key=lambda i: -(len(requests[i].context) + len(requests[i].continuation)))
@@ -212,7 +216,9 @@ def choice_scores(items: Sequence[EvalItem], loglikelihoods: Sequence[Sequence[f
     for item, item_loglikelihoods in zip(items, loglikelihoods, strict=True):
         options = _options(item)
         if item.answer is None:
-            raise ValueError(f"{item.source}: item {item.id!r} has choices but no answer to score against")
+            raise DataError(
+                f"{item.source}: item {item.id!r} has choices but no answer to score against (field 'answer')"
+            )
         values = np.asarray(item_loglikelihoods, dtype=np.float64)
         if values.shape != (len(options),):
             raise ValueError(f"{item.source}: item {item.id!r} has {len(options)} choices, got {values.shape} scores")
@@ -235,7 +241,7 @@ def choice_scores(items: Sequence[EvalItem], loglikelihoods: Sequence[Sequence[f
 
 def _options(item: EvalItem) -> list[str]:
     if not item.choices:
-        raise ValueError(
+        raise DataError(
             f"{item.source}: item {item.id!r} has no choices; multiple-choice scoring needs records with question, "
             "choices and answer"
         )

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from lightning_ft.errors import UsageError
 from lightning_ft.eval.bootstrap import paired_bootstrap
 from lightning_ft.eval.harness import run_harness
 from lightning_ft.eval.items import ItemFormat
@@ -116,11 +117,11 @@ def evaluate(
         check_option("metric", metric, METRICS)
     check_option("judge_mode", judge_mode, JudgeMode)
     if judge and judge_url:
-        raise ValueError("Give either --judge (a local model) or --judge_url (an endpoint), not both")
+        raise UsageError("Give either --judge (a local model) or --judge_url (an endpoint), not both")
     if judge_url and not judge_model:
-        raise ValueError("--judge_url needs --judge_model: the model name the endpoint serves")
+        raise UsageError("--judge_url needs --judge_model: the model name the endpoint serves")
     if judge_url and judge_prefill:
-        raise ValueError("--judge_prefill needs a local judge (--judge MODEL): an endpoint cannot continue a reply")
+        raise UsageError("--judge_prefill needs a local judge (--judge MODEL): an endpoint cannot continue a reply")
     prefill = judge_prefill if judge_prefill is not None else judge is not None
     modes = judge_modes(judge_mode, judge is not None or judge_url is not None, baseline is not None)
     sets = eval_sets(data, format, fields, system_prompt, limit)
@@ -177,10 +178,10 @@ def evaluate(
 def judge_modes(mode: str, have_judge: bool, have_baseline: bool) -> set[str]:
     if not have_judge:
         if mode != "auto":
-            raise ValueError(f"--judge_mode {mode} needs a judge: --judge MODEL or --judge_url URL")
+            raise UsageError(f"--judge_mode {mode} needs a judge: --judge MODEL or --judge_url URL")
         return set()
     if mode in ("pairwise", "both") and not have_baseline:
-        raise ValueError(f"--judge_mode {mode} compares with the baseline: give --baseline")
+        raise UsageError(f"--judge_mode {mode} compares with the baseline: give --baseline")
     if mode == "auto":
         return {"single", "pairwise"} if have_baseline else {"single"}
     return {"single", "pairwise"} if mode == "both" else {mode}
@@ -192,7 +193,7 @@ def load_model(path: str, adapter: str | None, dtype: DTypeName) -> tuple[Any, A
     else:
         network, tokenizer = load_export(path, dtype=dtype)
     if not hasattr(tokenizer, "apply_chat_template") or getattr(tokenizer, "tokenizer", None) is not None:
-        raise ValueError(f"{adapter or path}: vision-language models are not evaluated by `lightning-ft eval` yet")
+        raise UsageError(f"{adapter or path}: vision-language models are not evaluated by `lightning-ft eval` yet")
     return network, tokenizer
 
 

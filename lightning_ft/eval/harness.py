@@ -21,6 +21,8 @@ from typing import Any
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from lightning_ft.errors import MissingFileError, UsageError
+
 LM_EVAL_MISSING = "lm-evaluation-harness is not installed; install it with: pip install 'lightning-ft[eval]'"
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 
@@ -109,17 +111,20 @@ def find_tasks(tasks: Sequence[str], include_path: str | None = None) -> Any:
     from lm_eval.tasks import TaskManager
 
     if not tasks:
-        raise ValueError("no tasks to run: name at least one lm-eval task (or a task of include_path)")
+        raise UsageError("no tasks to run: name at least one lm-eval task (or a task of include_path)")
     if include_path is not None:
         if not Path(include_path).is_dir():
-            raise FileNotFoundError(f"include_path {include_path} is not a folder of task YAML files")
+            raise MissingFileError(
+                f"include_path {include_path} is not a folder of task YAML files (--harness_include: a folder of "
+                "lm-eval task YAMLs)"
+            )
         local = TaskManager(include_path=include_path, include_defaults=False)
         if all(name in local.all_subtasks for name in tasks):
             return local
     manager = TaskManager(include_path=include_path)
     unknown = [name for name in tasks if name not in manager.all_tasks and not Path(name).is_file()]
     if unknown:
-        raise ValueError(unknown_tasks_message(unknown, manager.all_tasks, include_path))
+        raise UsageError(unknown_tasks_message(unknown, manager.all_tasks, include_path))
     return manager
 
 

@@ -26,6 +26,7 @@ from lightning_ft.data.formats import (
     instruction_to_messages,
 )
 from lightning_ft.data.sources import DataError, read_source
+from lightning_ft.errors import UsageError
 from lightning_ft.options import check_option
 
 ItemFormat = Literal["auto", "alpaca", "dolly", "messages", "sharegpt", "qa", "turns", "choice"]
@@ -204,7 +205,7 @@ def items_from_records(
     """Records -> items; ``places[i]`` names record ``i`` in errors and in the items' ``source``."""
     check_option("format", format, ItemFormat)
     if fields and format == "auto":
-        raise ValueError("`fields` rename the fields of one format: name the format too")
+        raise UsageError("`fields` rename the fields of one format: name the format too")
     resolved = field_names(DEFAULT_FIELDS, format, fields) if format != "auto" else None
     items, seen = [], Counter()
     for record, where in zip(records, places, strict=True):

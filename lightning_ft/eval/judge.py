@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lightning_ft.data.formats import Message
+from lightning_ft.errors import UsageError
 from lightning_ft.eval.items import EvalItem
 from lightning_ft.eval.judge_backends import EndpointJudge, JudgeBackend, LocalJudge
 from lightning_ft.eval.judge_parse import parse_score, parse_winner
@@ -147,9 +148,9 @@ def _check_inputs(
     if missing:
         raise ValueError(f"No replies for {len(missing)} of {len(items)} items, e.g. {missing[:5]}")
     if retries < 0:
-        raise ValueError(f"retries must be at least 0, got {retries}")
+        raise UsageError(f"retries (--judge_retries) must be at least 0, got {retries}")
     if prefix and not getattr(judge, "supports_prefill", False):
-        raise ValueError(f"response_prefix needs a judge that continues a prefilled reply; {judge!r} does not")
+        raise UsageError(f"response_prefix needs a judge that continues a prefilled reply; {judge!r} does not")
 
 
 def grade(
@@ -184,7 +185,7 @@ def grade(
     """
     _check_inputs(judge, items, replies, response_prefix, retries)
     if scale < 2:
-        raise ValueError(f"scale must be at least 2, got {scale}")
+        raise UsageError(f"scale must be at least 2, got {scale}")
     requests = [grading_messages(item, replies[item.id], criteria, scale, response_prefix) for item in items]
     asking = Asking(retries, seed, retry_temperature, response_prefix)
     outcomes = judge_requests(judge, requests, lambda text: parse_score(text, scale), asking, progress)

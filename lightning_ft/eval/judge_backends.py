@@ -16,6 +16,7 @@ from transformers import ProcessorMixin
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from lightning_ft.data.formats import Message
+from lightning_ft.errors import UsageError
 from lightning_ft.model.endpoint import openai_client
 from lightning_ft.model.export import load_export
 from lightning_ft.model.generation import generate_replies
@@ -179,7 +180,10 @@ class EndpointJudge:
             ValueError: On a prefilled conversation, or a reply without text.
         """
         if ends_with_prefill(messages):
-            raise ValueError("An OpenAI-compatible endpoint cannot continue a prefilled assistant message")
+            raise UsageError(
+                "An OpenAI-compatible endpoint cannot continue a prefilled assistant message: use a local judge "
+                "(--judge MODEL) for --judge_prefill"
+            )
         response = self._client.chat.completions.create(
             model=self.model,
             messages=messages,

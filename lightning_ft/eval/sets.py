@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from lightning_ft.errors import UsageError
 from lightning_ft.eval.items import EvalItem, ItemFormat, items_from_records, load_items
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
@@ -54,7 +55,7 @@ def recipe_sets(recipe: str, limit: int | None = None) -> list[EvalSet]:
     class_path, options = data.get("class_path", ""), dict(data.get("init_args") or {})
     kind = class_path.rsplit(".", 1)[-1]
     if kind not in RECIPE_FORMATS:
-        raise ValueError(
+        raise UsageError(
             f"{recipe}: data class {class_path or '(none)'} has no evaluation items; recipes of "
             f"{', '.join(sorted(RECIPE_FORMATS))} can be evaluated, or pass the data file itself"
         )
@@ -64,7 +65,7 @@ def recipe_sets(recipe: str, limit: int | None = None) -> list[EvalSet]:
     module = module_class(**{key: value for key, value in options.items() if key != "val_extra"})
     val_parts = [part for part in module._raw_parts() if part.split == "val"]
     if not val_parts and not options.get("val_extra"):
-        raise ValueError(f"{recipe}: the recipe has no validation data (set data.init_args.val or val_fraction)")
+        raise UsageError(f"{recipe}: the recipe has no validation data (set data.init_args.val or val_fraction)")
     sets = []
     if val_parts:
         items = []

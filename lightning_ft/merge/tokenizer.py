@@ -9,6 +9,7 @@ from mergekit.merge import _set_chat_template  # MergeKit's reading of `chat_tem
 from transformers import AutoConfig, AutoTokenizer
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from lightning_ft.errors import UsageError
 from lightning_ft.merge.sources import MergeSource
 
 
@@ -35,7 +36,7 @@ def write_tokenizer(
         return
     vocab_size = AutoConfig.from_pretrained(directory).get_text_config().vocab_size
     if len(tokenizer) > vocab_size:
-        raise ValueError(
+        raise UsageError(
             f"The tokenizer of {tokenizer_name} has {len(tokenizer)} tokens but the merged model's vocabulary "
             f"{vocab_size}: choose a tokenizer that fits (--base-tokenizer), or tokenizer_source: union in the YAML"
         )

@@ -18,6 +18,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.activations import ACT2FN
 
+from lightning_ft.errors import UsageError
+
 CONFIG_NAME = "bottleneck_config.json"
 WEIGHTS_NAME = "bottleneck_model.safetensors"
 ADAPTER_ATTRIBUTE = "bottleneck_adapter"
@@ -87,8 +89,9 @@ class BottleneckConfig:
             linear_names = sorted(
                 {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
             )
-            raise ValueError(
-                f"Bottleneck target_modules {self.target_modules} match no Linear layer; have {linear_names}"
+            raise UsageError(
+                f"Bottleneck target_modules {self.target_modules} match no Linear layer; have {linear_names}: set "
+                "model.peft.target_modules to some of them"
             )
         for _, module in targets:
             adapter = BottleneckAdapter(module.out_features, self.bottleneck_size, self.activation, self.dropout)
@@ -122,8 +125,8 @@ def load_bottleneck_adapters(model: nn.Module, directory: Path) -> nn.Module:
             parameters[name].data.copy_(tensor)
     missing = [name for name in parameters if ADAPTER_ATTRIBUTE in name and name not in weights]
     if missing or unexpected:
-        raise ValueError(
+        raise UsageError(
             f"Bottleneck weights in {directory} do not fit the model: missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]}"
+            f"unexpected {unexpected[:3]}; load them onto the base model they were trained on"
         )
     return model

@@ -5,6 +5,8 @@ exact same string. Every template here is prefix-stable: rendering the first tur
 ``add_generation_prompt=True`` yields a prefix of rendering the whole conversation, which the label masks rely on.
 """
 
+from lightning_ft.errors import UsageError
+
 CHATML = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
@@ -52,7 +54,7 @@ def resolve_chat_template(name_or_jinja: str) -> str:
         return BUILTIN_CHAT_TEMPLATES[name_or_jinja]
     if "{{" in name_or_jinja or "{%" in name_or_jinja:
         return name_or_jinja
-    raise ValueError(
+    raise UsageError(
         f"Unknown chat template {name_or_jinja!r}. Use one of {sorted(BUILTIN_CHAT_TEMPLATES)}, a Jinja template "
         "string, or leave it unset to use the tokenizer's own."
     )

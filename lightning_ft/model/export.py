@@ -89,7 +89,10 @@ def _generation_config(
     base = unwrap(model)
     if not (isinstance(base, PreTrainedModel) and base.can_generate()):
         if generation is not None:
-            raise ValueError(f"Generation defaults were given, but a {type(base).__name__} does not generate text")
+            raise UsageError(
+                f"Generation defaults were given, but a {type(base).__name__} does not generate text: leave "
+                "model.generation unset"
+            )
         return None
     text_tokenizer = tokenizer.tokenizer if isinstance(tokenizer, ProcessorMixin) else tokenizer
     config = export_generation_config(base.generation_config, text_tokenizer, generation)
@@ -157,7 +160,7 @@ def load_export(
     base_model = base_spec.load_model(auto_class)
     if manifest["kind"] == "bottleneck":
         if merge:
-            raise ValueError(
+            raise UsageError(
                 "A bottleneck adapter has a non-linearity and cannot be merged into the base weights; "
                 "load it with `lightning-ft chat` or `lightning_ft.model.export.load_export`."
             )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from huggingface_hub import snapshot_download
 
+from lightning_ft.errors import MissingFileError
 from lightning_ft.model.spec import ModelSpec
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".json")
@@ -33,5 +34,5 @@ def weights_fingerprint(spec: ModelSpec) -> str:
             stat = path.stat()  # follows a hub snapshot's links to their blobs
             files.append([str(path.relative_to(directory)), str(path.resolve()), stat.st_size, stat.st_mtime_ns])
     if not files:
-        raise FileNotFoundError(f"No weight files under {directory} to fingerprint for {spec.path}")
+        raise MissingFileError(f"No weight files under {directory} to fingerprint for {spec.path}")
     return hashlib.sha256(json.dumps(files).encode()).hexdigest()

@@ -10,6 +10,7 @@ import torch
 from peft import PeftModel
 from torch import nn
 
+from lightning_ft.errors import UsageError
 from lightning_ft.model.attention import model_inputs
 from lightning_ft.model.heads import final_hidden_states, unwrap
 
@@ -47,7 +48,7 @@ def sequence_hidden_states(
 def check_packing_supported(model: nn.Module) -> None:
     """Prompt and prefix tuning prepend virtual tokens that every packed sequence would share: refuse packing."""
     if isinstance(model, PeftModel) and model.active_peft_config.is_prompt_learning:
-        raise ValueError(
+        raise UsageError(
             f"{type(model.active_peft_config).__name__} adds virtual tokens that every packed sequence would share: "
             "set `data.packing: false` for prompt and prefix tuning."
         )

@@ -6,6 +6,8 @@ import re
 
 from torch import nn
 
+from lightning_ft.errors import UsageError
+
 
 class FreezePolicy:
     """Which parameters of a full model stay trainable; everything else is frozen.
@@ -17,26 +19,31 @@ class FreezePolicy:
 
     def __init__(self, trainable_layers: int = 0, trainable_modules: list[str] | None = None) -> None:
         if trainable_layers < 0:
-            raise ValueError(f"trainable_layers must be >= 0, got {trainable_layers}")
+            raise UsageError(f"model.freeze.trainable_layers must be >= 0, got {trainable_layers}")
         self.trainable_layers = trainable_layers
         self.trainable_modules = list(trainable_modules or [])
         if trainable_layers == 0 and not self.trainable_modules:
-            raise ValueError("FreezePolicy trains nothing: set trainable_layers > 0 and/or trainable_modules.")
+            raise UsageError(
+                "FreezePolicy trains nothing: set model.freeze.trainable_layers > 0 and/or "
+                "model.freeze.trainable_modules."
+            )
 
     def apply(self, model: nn.Module) -> None:
         model.requires_grad_(False)
         layers = decoder_layers(model)
         if self.trainable_layers > len(layers):
-            raise ValueError(f"trainable_layers={self.trainable_layers} but the model has {len(layers)} decoder layers")
+            raise UsageError(
+                f"model.freeze.trainable_layers={self.trainable_layers} but the model has {len(layers)} decoder layers"
+            )
         for layer in layers[len(layers) - self.trainable_layers :]:
             layer.requires_grad_(True)
         names = [name for name, _ in model.named_parameters()]
         for pattern in self.trainable_modules:
             matched = [name for name in names if re.search(pattern, name)]
             if not matched:
-                raise ValueError(
-                    f"trainable_modules pattern {pattern!r} matches no parameter; parameter names look like "
-                    f"{names[:3] + names[-3:]}"
+                raise UsageError(
+                    f"model.freeze.trainable_modules pattern {pattern!r} matches no parameter; parameter names look "
+                    f"like {names[:3] + names[-3:]}"
                 )
             for name, parameter in model.named_parameters():
                 if name in matched:
@@ -48,7 +55,7 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     block_names = set(getattr(model, "_no_split_modules", None) or [])
     layers = [module for module in model.modules() if type(module).__name__ in block_names]
     if not layers:
-        raise ValueError(
+        raise UsageError(
             f"Cannot find the decoder layers of {type(model).__name__}: it declares no `_no_split_modules`."
         )
     return layers

@@ -13,6 +13,7 @@ from torch import nn
 from transformers import GenerationConfig, ProcessorMixin
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from lightning_ft.errors import UsageError
 from lightning_ft.model.chat_templates import END_OF_TURN_TOKENS
 from lightning_ft.model.heads import unwrap
 from lightning_ft.model.sampling import SamplingOptions
@@ -64,7 +65,7 @@ def generate_reply(
     if processor is not None:
         tokenizer = processor.tokenizer
     elif images:
-        raise ValueError("Images need a vision-language model (an export with a processor)")
+        raise UsageError("Images need a vision-language model (an export with a processor)")
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     device = next(model.parameters()).device
     if processor is not None:

@@ -10,6 +10,7 @@ from typing import Any
 from transformers import GenerationConfig
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from lightning_ft.errors import UsageError
 from lightning_ft.model.generation import stop_token_ids
 from lightning_ft.model.sampling import SamplingOptions, check_sampling_values
 
@@ -41,7 +42,7 @@ class GenerationDefaults:
     def __post_init__(self) -> None:
         check_sampling_values(asdict(self))
         if self.temperature == 0 and (self.top_p != 1 or self.top_k != 0):
-            raise ValueError(
+            raise UsageError(
                 f"top_p={self.top_p} and top_k={self.top_k} only apply when sampling: set a temperature above 0 "
                 "(0 records greedy decoding)"
             )

@@ -15,6 +15,7 @@ import gguf
 from transformers import GenerationConfig, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from lightning_ft.errors import UnsupportedError, UsageError
 from lightning_ft.model.export import load_export
 from lightning_ft.model.gguf_vocab import gguf_vocab
 from lightning_ft.model.gguf_weights import (
@@ -47,7 +48,9 @@ def export_gguf(
     check_gguf_type(gguf_type)
     model, tokenizer = load_export(source, dtype=dtype, merge=True)
     if not isinstance(model, PreTrainedModel) or not isinstance(tokenizer, PreTrainedTokenizerBase):
-        raise TypeError(f"GGUF export needs a transformers text model and tokenizer; {source} gave {type(model)}")
+        raise UnsupportedError(
+            f"GGUF export needs a transformers text model and tokenizer; {source} gave {type(model).__name__}"
+        )
     output = Path(output)
     path = output if output.suffix == ".gguf" else output / f"model-{gguf_type}.gguf"
     return write_gguf(model, tokenizer, path, gguf_type, name=Path(source).name)
@@ -55,7 +58,7 @@ def export_gguf(
 
 def check_gguf_type(gguf_type: str) -> None:
     if gguf_type not in GGUF_TYPES:
-        raise ValueError(f"Unsupported GGUF type {gguf_type!r}; supported: {', '.join(GGUF_TYPES)}.")
+        raise UsageError(f"Unsupported GGUF type {gguf_type!r} (--gguf); supported: {', '.join(GGUF_TYPES)}.")
 
 
 def write_gguf(

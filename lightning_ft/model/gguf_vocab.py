@@ -15,6 +15,8 @@ from typing import Any
 import gguf
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from lightning_ft.errors import UsageError
+
 # The split regexes of the Llama 3 and Qwen2 tokenizers, as their tokenizer.json spell them, and llama.cpp's names.
 LLAMA3_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
@@ -73,7 +75,7 @@ def gguf_vocab(
     backend = _backend_json(tokenizer)
     model, decoder = backend["model"], backend.get("decoder") or {}
     if model.get("type") != "BPE" or model.get("byte_fallback") or decoder.get("type") != "ByteLevel":
-        raise ValueError(
+        raise UsageError(
             f"GGUF export supports byte-level BPE tokenizers (GPT-2 style, llama.cpp's 'gpt2' model) only; this one "
             f"is a {model.get('type')} model with a {decoder.get('type')} decoder."
         )
@@ -93,14 +95,17 @@ def gguf_vocab(
 def _backend_json(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
-        raise ValueError(f"GGUF export needs a fast (tokenizers) tokenizer; got {type(tokenizer).__name__}")
+        raise UsageError(f"GGUF export needs a fast (tokenizers) tokenizer; got {type(tokenizer).__name__}")
     return json.loads(backend.to_str())
 
 
 def _tokens_and_types(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> tuple[list[str], list[int]]:
     by_id = {index: token for token, index in tokenizer.get_vocab().items()}
     if max(by_id) >= vocab_size:
-        raise ValueError(f"The tokenizer has ids up to {max(by_id)}, beyond the model's {vocab_size} embeddings")
+        raise UsageError(
+            f"The tokenizer has ids up to {max(by_id)}, beyond the model's {vocab_size} embeddings: export a model "
+            "with its own tokenizer"
+        )
     added = tokenizer.added_tokens_decoder
     tokens, types = [], []
     for index in range(vocab_size):
@@ -139,7 +144,7 @@ def pre_tokenizer_name(pre_tokenizer: dict[str, Any] | None) -> str:
         name = SPLIT_PRE_TOKENIZERS.get(steps[0].get("pattern", {}).get("Regex"))
         if name is not None:
             return name
-    raise ValueError(
+    raise UsageError(
         f"llama.cpp has no pre-tokenizer matching this tokenizer's ({json.dumps(pre_tokenizer)[:300]}); "
         f"supported: {'; '.join(SUPPORTED_PRE_TOKENIZERS)}."
     )

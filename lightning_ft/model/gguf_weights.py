@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from transformers import PretrainedConfig
 
+from lightning_ft.errors import UsageError
+
 GgufType = Literal["f32", "f16", "bf16", "q8_0"]
 GGUF_TYPES: tuple[str, ...] = ("f32", "f16", "bf16", "q8_0")
 TENSOR_TYPES = {
@@ -73,7 +75,7 @@ def gguf_architecture(config: PretrainedConfig) -> GgufArchitecture:
     """
     architecture = ARCHITECTURES.get(config.model_type)
     if architecture is None:
-        raise ValueError(
+        raise UsageError(
             f"GGUF export does not support model type {config.model_type!r}; supported: {', '.join(ARCHITECTURES)}."
         )
     rope = getattr(config, "rope_parameters", None) or {}
@@ -88,7 +90,7 @@ def gguf_architecture(config: PretrainedConfig) -> GgufArchitecture:
     }
     found = [problem for problem, present in problems.items() if present]
     if found:
-        raise ValueError(f"GGUF export of this {config.model_type} model is not supported: it has {', '.join(found)}.")
+        raise UsageError(f"GGUF export of this {config.model_type} model is not supported: it has {', '.join(found)}.")
     return architecture
 
 
@@ -131,7 +133,10 @@ def plan_tensors(
         stem, _, suffix = source.rpartition(".")
         name = names.get_name(stem)
         if name is None:
-            raise ValueError(f"{source} has no GGUF tensor name in llama.cpp's {architecture.name} architecture")
+            raise UsageError(
+                f"GGUF export does not support this model: its tensor {source} has no GGUF tensor name in llama.cpp's "
+                f"{architecture.name} architecture"
+            )
         tensor_type = _tensor_type(tuple(tensor.shape), gguf_type)
         planned.append(PlannedTensor(f"{name}.{suffix}", source, tensor_type, tuple(tensor.shape)))
     return planned

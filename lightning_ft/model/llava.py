@@ -15,6 +15,7 @@ from transformers import (
     LlavaProcessor,
 )
 
+from lightning_ft.errors import UsageError
 from lightning_ft.model.spec import DTypeName, ModelSpec, torch_dtype
 
 # Vision configs and how many non-patch tokens their encoder adds (CLIP: one class token; SigLIP: none).
@@ -47,8 +48,8 @@ def assemble_llava(
     vision_config = AutoConfig.from_pretrained(vision)
     vision_config = getattr(vision_config, "vision_config", vision_config)  # a full CLIP/SigLIP: its vision half
     if vision_config.model_type not in EXTRA_VISION_TOKENS:
-        raise ValueError(
-            f"Unsupported vision encoder {vision_config.model_type!r}; valid: {sorted(EXTRA_VISION_TOKENS)}"
+        raise UsageError(
+            f"Unsupported vision encoder {vision_config.model_type!r} (--vision); valid: {sorted(EXTRA_VISION_TOKENS)}"
         )
     extra_tokens = EXTRA_VISION_TOKENS[vision_config.model_type]
     spec = ModelSpec(path=language, dtype=dtype)

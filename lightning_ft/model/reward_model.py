@@ -9,6 +9,7 @@ from typing import NamedTuple
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from lightning_ft.errors import UsageError
 from lightning_ft.model.export import read_manifest
 
 DEFAULT_MAX_LENGTH = 1024
@@ -37,13 +38,13 @@ def load_reward_model(
     """
     manifest = read_manifest(path) or {}
     if manifest.get("task", "reward") != "reward":
-        raise ValueError(f"{path} is a {manifest['task']!r} export, not a reward model")
+        raise UsageError(f"{path} is a {manifest['task']!r} export, not a reward model")
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForSequenceClassification.from_pretrained(path).eval().requires_grad_(False)
     if model.config.num_labels != 1:
-        raise ValueError(f"{path} has {model.config.num_labels} outputs; a reward model has one")
+        raise UsageError(f"{path} has {model.config.num_labels} outputs; a reward model has one")
     model.config.pad_token_id = tokenizer.pad_token_id
     return LoadedRewardModel(
         model,

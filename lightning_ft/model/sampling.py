@@ -10,6 +10,8 @@ from typing import Any
 
 from transformers import GenerationConfig
 
+from lightning_ft.errors import UsageError
+
 # option -> (valid range in words, test); only the options given (not None) are checked
 VALID_RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "max_new_tokens": ("an integer >= 1", lambda value: isinstance(value, int) and value >= 1),
@@ -28,7 +30,7 @@ def check_sampling_values(options: Mapping[str, Any]) -> None:
             continue
         valid_range, is_valid = VALID_RANGES[name]
         if isinstance(value, bool) or not isinstance(value, int | float) or not is_valid(value):
-            raise ValueError(f"{name}={value!r} is out of range: {name} must be {valid_range}")
+            raise UsageError(f"{name}={value!r} is out of range: {name} must be {valid_range}")
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ def sampling_options(saved: GenerationConfig | None, **explicit: Any) -> Samplin
     try:
         check_sampling_values(kept)
     except ValueError as error:
-        raise ValueError(
+        raise UsageError(
             f"{error}; the model's generation_config.json records it: give the option explicitly"
         ) from None
     return SamplingOptions(**{**kept, **given})

@@ -147,7 +147,10 @@ class ModelSpec:
                 source, revision=self.revision, trust_remote_code=self.trust_remote_code
             )
         if not isinstance(processor, ProcessorMixin) or not hasattr(processor, "image_processor"):
-            raise ValueError(f"{source} has no image processor (AutoProcessor gave {type(processor).__name__})")
+            raise UsageError(
+                f"{source} has no image processor (AutoProcessor gave {type(processor).__name__}): a vision-language "
+                "model needs one"
+            )
         processor.tokenizer = tokenizer
         return processor
 

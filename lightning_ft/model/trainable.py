@@ -9,6 +9,7 @@ from peft import PeftConfig, get_peft_model, prepare_model_for_kbit_training
 from torch import nn
 from transformers import AutoModelForCausalLM
 
+from lightning_ft.errors import UsageError
 from lightning_ft.model.bottleneck import BottleneckConfig
 from lightning_ft.model.freeze import FreezePolicy
 from lightning_ft.model.sharding import has_float_quant_storage
@@ -28,8 +29,9 @@ def build_trainable_model(
     """Load the model (``auto_class``, a causal LM by default) and decide what trains: an adapter, a freeze policy, or
     (neither given) every parameter."""
     if adapter is not None and freeze is not None:
-        raise ValueError(
-            "Set either an adapter (peft) or a freeze policy, not both: an adapter already freezes the base."
+        raise UsageError(
+            "Set either an adapter (model.peft) or a freeze policy (model.freeze), not both: an adapter already "
+            "freezes the base."
         )
     model = load_for_training(spec, adapter is not None, gradient_checkpointing, auto_class, **model_kwargs)
     if isinstance(adapter, BottleneckConfig):
@@ -59,7 +61,7 @@ def load_for_training(
     model.config.use_cache = False
     checkpointing_kwargs = {"use_reentrant": False}
     if is_quantized(model) and not with_adapter:
-        raise ValueError("k-bit quantized weights cannot be trained directly: add an adapter (QLoRA).")
+        raise UsageError("k-bit quantized weights cannot be trained directly: add an adapter (QLoRA): set model.peft.")
     if is_quantized(model) and not has_float_quant_storage(spec):
         # Not when sharding (float storage): its upcast of the other weights to float32 would mix dtypes in a layer.
         model = prepare_model_for_kbit_training(

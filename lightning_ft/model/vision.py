@@ -9,6 +9,8 @@ from typing import NamedTuple
 from peft import PeftConfig
 from torch import nn
 
+from lightning_ft.errors import UsageError
+
 VISION_TOWER_NAMES = ("vision_tower", "visual", "vision_model")
 PROJECTOR_NAMES = ("multi_modal_projector", "mm_projector", "connector", "merger")
 LANGUAGE_MODEL_NAMES = ("language_model",)
@@ -37,7 +39,7 @@ def vision_language_parts(model: nn.Module) -> VisionLanguageParts:
     ):
         candidates = [name for name, _ in model.named_modules() if name.rsplit(".", 1)[-1] in names]
         if not candidates:
-            raise ValueError(
+            raise UsageError(
                 f"{type(model).__name__} has no {part.replace('_', ' ')} module: looked for submodules named "
                 f"{', '.join(names)}"
             )
@@ -83,7 +85,7 @@ def language_model_peft_config(
         if wanted is not None and head.rsplit(".", 1)[-1] in wanted:  # the output head, when named (``lm_head``)
             names.append(head)
         if not names:
-            raise ValueError(f"target_modules {targets!r} match no linear layer of the language model")
+            raise UsageError(f"model.peft.target_modules {targets!r} match no linear layer of the language model")
         changes["target_modules"] = names
     if projector and hasattr(config, "modules_to_save"):
         changes["modules_to_save"] = sorted({*(config.modules_to_save or []), parts.projector.rsplit(".", 1)[-1]})

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from tqdm.auto import tqdm
 
 from lightning_ft.data.sources import DataError
+from lightning_ft.errors import UsageError
 from lightning_ft.model.spec import DTypeName
 from lightning_ft.options import check_option
 from lightning_ft.prep.back_translation import ChatTranslator, Translator, back_translate, load_translator
@@ -108,7 +109,7 @@ def augment(
     started = time.perf_counter()
     check_option("method", method, Method)
     if copies < 1:
-        raise ValueError(f"copies={copies}: give at least 1 copy per record")
+        raise UsageError(f"copies={copies}: give at least 1 copy per record")
     file = read_records(source, layout)
     if file.layout not in AUGMENTABLE:
         valid = ", ".join(AUGMENTABLE)
@@ -129,7 +130,7 @@ def augment(
         settings["operations_used"] = dict(sorted(used.items()))
     else:
         if copies > 1 and temperature == 0:
-            raise ValueError(f"copies={copies} at temperature 0 would translate every copy alike: set temperature > 0")
+            raise UsageError(f"copies={copies} at temperature 0 would translate every copy alike: set temperature > 0")
         sampling = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
         forward, back = translators(
             translate_model, back_model, endpoint, endpoint_model, api_key_env, timeout, dtype, batch_size, **sampling
@@ -246,7 +247,9 @@ def translators(
     check_backend(translate_model, endpoint, endpoint_model, model_name="translate_model")
     if endpoint is not None:
         if back_model is not None:
-            raise ValueError("`back_model` goes with `translate_model`; an endpoint translates both ways")
+            raise UsageError(
+                "`back_model` goes with `translate_model`; an endpoint translates both ways: leave it unset"
+            )
         sampling["max_tokens"] = sampling.pop("max_new_tokens")
         both = ChatTranslator(EndpointCompleter(endpoint, str(endpoint_model), api_key_env, timeout, **sampling))
         return both, both

@@ -16,6 +16,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 from datasets import Dataset
 
+from lightning_ft.errors import UsageError
 from lightning_ft.options import check_keys, check_option
 from lightning_ft.prep.dedup import Duplicate, exact_duplicates, minhash_signature, near_duplicates
 from lightning_ft.prep.pii import PII_KINDS, mask_value
@@ -270,4 +271,4 @@ def _check_limits(
     }
     for name, (value, valid, expected) in limits.items():
         if not valid:
-            raise ValueError(f"{name} must be {expected}, got {value}")
+            raise UsageError(f"{name} must be {expected}, got {value}")

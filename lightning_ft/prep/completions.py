@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from transformers import ProcessorMixin
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from lightning_ft.errors import UsageError
 from lightning_ft.model.endpoint import openai_client
 from lightning_ft.model.export import load_export
 from lightning_ft.model.generation import generate_replies
@@ -206,9 +207,9 @@ def check_backend(
     """Refuse anything but exactly one of a local model and an endpoint with its model name."""
     if (model is None) == (endpoint is None):
         given = "both" if model is not None else "neither"
-        raise ValueError(f"Give exactly one of `{model_name}` (a local model) and `endpoint` (an API URL); got {given}")
+        raise UsageError(f"Give exactly one of `{model_name}` (a local model) and `endpoint` (an API URL); got {given}")
     if endpoint is not None and not endpoint_model:
-        raise ValueError(f"`endpoint` {endpoint!r} needs `endpoint_model`: the model name the endpoint serves")
+        raise UsageError(f"`endpoint` {endpoint!r} needs `endpoint_model`: the model name the endpoint serves")
 
 
 def describe(completer: Completer) -> str:

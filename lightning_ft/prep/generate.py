@@ -28,6 +28,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from lightning_ft.data.sources import DataError
+from lightning_ft.errors import UsageError
 from lightning_ft.model.spec import DTypeName
 from lightning_ft.prep.completions import Completer, Message, check_backend, completer_from, describe
 from lightning_ft.prep.records import report_path, write_report
@@ -106,7 +107,7 @@ def generate(
     started = time.perf_counter()
     output_path = Path(output)
     if output_path.suffix.lower() != ".jsonl":
-        raise ValueError(f"{output}: generate appends records as it keeps them, so the output must be a .jsonl file")
+        raise UsageError(f"{output}: generate appends records as it keeps them, so the output must be a .jsonl file")
     check_backend(model, endpoint, endpoint_model)
     seeds = read_seed_tasks(seed_tasks)
     if demonstrations > 0 and not any(task.output for task in seeds):

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from lightning_ft.data.preference_formats import hh_transcript
 from lightning_ft.data.sources import DataError
+from lightning_ft.errors import UsageError
 from lightning_ft.prep.records import (
     Layout,
     RecordFile,
@@ -123,9 +124,9 @@ def leak_check(
             local file, else leak-check.json).
     """
     if n < 1 or min_words < 1:
-        raise ValueError(f"n and min_words must be at least 1, got n={n}, min_words={min_words}")
+        raise UsageError(f"n and min_words must be at least 1, got n={n}, min_words={min_words}")
     if not evals:
-        raise ValueError("leak_check needs at least one eval file")
+        raise UsageError("leak_check needs at least one eval file")
     index = EvalIndex()
     eval_files = [index_eval_file(path, index, n, min_words) for path in evals]
     training = read_records(train, layout)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from datasets import Dataset
 
 from lightning_ft.data.sources import FILE_BUILDERS, DataError, Places, read_source
+from lightning_ft.errors import UsageError
 
 Layout = Literal["alpaca", "dolly", "messages", "sharegpt", "preference", "kto", "qa", "turns", "text", "records"]
 CHAT_ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant"}
@@ -219,7 +220,7 @@ def write_records(records: Iterable[Mapping[str, Any]] | Dataset, output: str | 
     output = Path(output)
     suffix = output.suffix.lower() or (Path(like).suffix.lower() if like else ".jsonl")
     if suffix not in FILE_BUILDERS:
-        raise ValueError(f"{output}: unsupported output type {suffix!r}; use one of {sorted(FILE_BUILDERS)}")
+        raise UsageError(f"{output}: unsupported output type {suffix!r}; use one of {sorted(FILE_BUILDERS)}")
     if not output.suffix:
         output = output.with_suffix(suffix)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -235,7 +236,7 @@ def write_records(records: Iterable[Mapping[str, Any]] | Dataset, output: str | 
         dataset = records if isinstance(records, Dataset) else Dataset.from_list([dict(r) for r in records])
         nested = [name for name, feature in dataset.features.items() if not hasattr(feature, "dtype")]
         if suffix == ".csv" and nested:
-            raise ValueError(f"{output}: CSV holds flat records only ({nested} are nested): write .jsonl or .parquet")
+            raise UsageError(f"{output}: CSV holds flat records only ({nested} are nested): write .jsonl or .parquet")
         if suffix == ".parquet":
             dataset.to_parquet(str(partial))
         else:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from tqdm.auto import tqdm
 
 from lightning_ft.data.sources import FILE_BUILDERS, DataError
+from lightning_ft.errors import UsageError
 from lightning_ft.prep.records import Layout, RecordFile, read_records, write_records, write_report
 
 SPLITS = ("train", "val", "test")
@@ -87,7 +88,7 @@ def split(
 def split_fractions(val: float, test: float) -> dict[str, Fraction]:
     """The requested fractions as exact decimals (0.1 is 1/10, so sizes do not depend on float rounding)."""
     if not (0 <= val < 1 and 0 <= test < 1) or val + test >= 1:
-        raise ValueError(f"val and test must each be in [0, 1) with val + test < 1, got val={val}, test={test}")
+        raise UsageError(f"val and test must each be in [0, 1) with val + test < 1, got val={val}, test={test}")
     val_fraction, test_fraction = Fraction(repr(float(val))), Fraction(repr(float(test)))
     return {"train": 1 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from lightning_ft.errors import UnsupportedError, UsageError
+
 RewardFunction = Callable[..., Sequence[float]]
 
 
@@ -20,7 +22,7 @@ def load_rewards(entries: Sequence[str]) -> dict[str, RewardFunction]:
     from lightning_ft.rewards.model import RewardModelScorer
 
     if len(set(entries)) != len(entries):
-        raise ValueError(f"reward_funcs lists an entry twice: {list(entries)}")
+        raise UsageError(f"model.reward_funcs lists an entry twice: {list(entries)}")
     return {
         entry: RewardModelScorer(entry) if is_reward_model(entry) else load_reward_function(entry) for entry in entries
     }
@@ -41,13 +43,13 @@ def load_reward_function(path: str) -> RewardFunction:
     """``package.module.function`` (or ``package.module:function``) -> the function."""
     module_name, _, name = path.replace(":", ".").rpartition(".")
     if not module_name:
-        raise ValueError(f"Reward function {path!r} is not an import path like 'package.module.function'")
+        raise UsageError(f"Reward function {path!r} is not an import path like 'package.module.function'")
     try:
         function = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as error:
-        raise ValueError(f"Cannot import reward function {path!r}: {error}") from error
+        raise UsageError(f"Cannot import reward function {path!r}: {error}") from error
     if not callable(function):
-        raise TypeError(f"Reward function {path!r} is a {type(function).__name__}, not a callable")
+        raise UnsupportedError(f"Reward function {path!r} is a {type(function).__name__}, not a callable")
     return function
 
 
@@ -70,10 +72,13 @@ def score_completions(
         except Exception as error:
             raise RuntimeError(f"Reward function {name} raised {type(error).__name__}: {error}") from error
         if len(scores) != len(completions):
-            raise ValueError(f"Reward function {name} returned {len(scores)} scores for {len(completions)} completions")
+            raise UsageError(
+                f"Reward function {name} returned {len(scores)} scores for {len(completions)} completions: it must "
+                "return one number per completion"
+            )
         bad = [i for i, score in enumerate(scores) if not isinstance(score, int | float) or not math.isfinite(score)]
         if bad:
-            raise ValueError(
+            raise UsageError(
                 f"Reward function {name} returned {scores[bad[0]]!r} (not a finite number) for completion {bad[0]}"
             )
         per_function[name] = torch.tensor(scores, dtype=torch.float32)

@@ -12,6 +12,7 @@ from torch import nn
 from lightning_ft.data.collate import pad_sequences
 from lightning_ft.data.formats import Message
 from lightning_ft.data.preference_tokenize import PreferenceTokenizer
+from lightning_ft.errors import UsageError
 from lightning_ft.model.chat_templates import resolve_chat_template
 from lightning_ft.model.reward_model import load_reward_model
 
@@ -49,7 +50,7 @@ class RewardModelScorer(nn.Module):
         **fields: Any,
     ) -> list[float]:
         if prompt_messages is None:
-            raise ValueError(
+            raise UsageError(
                 f"The reward model {self.path} needs each prompt's messages (`prompt_messages`); PromptData gives them"
             )
         rows = [self.encode(messages, text) for messages, text in zip(prompt_messages, completions, strict=True)]

@@ -10,6 +10,7 @@ from torch import nn
 from torch.distributed.fsdp.wrap import CustomPolicy, ModuleWrapPolicy
 
 from lightning_ft.compat import fsdp_activation_checkpointing, set_fsdp_activation_checkpointing
+from lightning_ft.errors import UsageError
 
 
 class DecoderLayerFSDP(FSDPStrategy):
@@ -68,7 +69,7 @@ def decoder_layer_classes(model: nn.Module) -> set[type[nn.Module]]:
         names.update(getattr(module, "_no_split_modules", None) or ())
     classes = {type(module) for module in model.modules() if type(module).__name__ in names}
     if not classes:
-        raise ValueError(
+        raise UsageError(
             f"Cannot find the decoder-layer class of {type(model).__name__}: none of its modules declares "
             "_no_split_modules. Pass auto_wrap_policy (a set of layer classes) to the strategy."
         )

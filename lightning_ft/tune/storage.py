@@ -9,6 +9,8 @@ from pathlib import Path
 
 import optuna
 
+from lightning_ft.errors import UsageError
+
 JOURNAL_PREFIX = "journal:"
 HEARTBEAT_INTERVAL_S = 60  # an RDB study notices a trial whose worker vanished (another node) after the grace period
 GRACE_PERIOD_S = 300
@@ -21,7 +23,7 @@ def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.BaseStorag
         lock = optuna.storages.journal.JournalFileOpenLock(str(path))
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path), lock_obj=lock))
     if "://" not in url:
-        raise ValueError(f"--storage {url!r}: give an Optuna RDB URL (sqlite:///study.db) or journal:PATH")
+        raise UsageError(f"--storage {url!r}: give an Optuna RDB URL (sqlite:///study.db) or journal:PATH")
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
     # SQLite: several processes take turns writing; wait for the lock instead of failing at once.

@@ -114,7 +114,7 @@ def test_missing_eos_penalty_lowers_the_score(tiny_model_dir, tmp_path):
         ({"critic": "twin"}, "Unknown critic 'twin'; valid: shared, separate"),
         ({"kl_estimator": "k2"}, "Unknown kl_estimator 'k2'; valid: k1, k3"),
         ({"target_kl": 6.0, "kl_coef": 0.0}, "needs target_kl > 0 and an initial kl_coef > 0"),
-        ({"ppo_epochs": 0}, "ppo_epochs and num_minibatches must be at least 1"),
+        ({"ppo_epochs": 0}, "model.ppo_epochs and model.num_minibatches must be at least 1"),
         ({"reward_funcs": []}, "PPO needs at least one entry in reward_funcs"),
     ],
 )

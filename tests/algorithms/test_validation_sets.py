@@ -130,7 +130,7 @@ def test_bad_set_names_are_refused_all_at_once():
     with pytest.raises(ValueError) as error:
         InstructionData("train.jsonl", val_extra={"val": "a.jsonl", "2nd": "b.jsonl", "gen/eral": "c.jsonl"})
     message = str(error.value)
-    assert message.startswith("val_extra: ")
+    assert message.startswith("data.val_extra: ")
     assert "'val' would log as 'val_val/...'" in message
     assert "'2nd' is not identifier-like" in message and "'gen/eral' is not identifier-like" in message
 

@@ -99,7 +99,7 @@ def test_streaming_trains_and_needs_max_steps(tmp_path, tiny_model_dir):
     data = TextData(source, streaming=True, tokenizer=module.tokenizer)
     with pytest.raises(ValueError, match="set trainer.max_steps"):
         quiet_trainer(max_epochs=1).fit(SFT(ModelSpec(path=str(tiny_model_dir))), datamodule=data)
-    with pytest.raises(ValueError, match="give a `val` file instead of `val_fraction`"):
+    with pytest.raises(ValueError, match="give a data.val file instead of data.val_fraction"):
         TextData(source, streaming=True, val_fraction=0.1)
 
 

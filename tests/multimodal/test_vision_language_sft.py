@@ -132,7 +132,7 @@ def test_stage_options_are_checked(tiny_llava_dir):
     spec = ModelSpec(path=str(tiny_llava_dir))
     with pytest.raises(ValueError, match="Nothing would train"):
         VisionLanguageSFT(spec, train_projector=False, train_language_model=False)
-    with pytest.raises(ValueError, match="for stage 1 \\(projector only\\) leave peft unset"):
+    with pytest.raises(ValueError, match="for stage 1 \\(projector only\\) leave model.peft unset"):
         VisionLanguageSFT(spec, train_language_model=False, peft=LoraConfig(target_modules="all-linear"))
 
 
