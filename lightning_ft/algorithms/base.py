@@ -26,6 +26,7 @@ from lightning_ft.callbacks.memory import OutOfMemoryAdvice
 from lightning_ft.callbacks.resume import ResumeDataPosition
 from lightning_ft.compat import attached_trainer, collect_rng_states, set_rng_states
 from lightning_ft.errors import UsageError
+from lightning_ft.host_memory import fix_mmap_threshold
 from lightning_ft.model.compile import compile_decoder_layers
 from lightning_ft.model.export import save_export
 from lightning_ft.model.freeze import FreezePolicy
@@ -135,6 +136,8 @@ class FineTuneModule(L.LightningModule):
         return save_export(self.model, self.tokenizer, self.model_spec, directory, generation=generation)
 
     def on_fit_start(self) -> None:
+        if self.device.type == "cpu":
+            fix_mmap_threshold()  # freed activations go back to the system instead of fragmenting the heap
         dtype = next(self.model.parameters()).dtype
         message = slow_bf16_warning(self.device.type, self.trainer.precision, dtype)
         if message:
