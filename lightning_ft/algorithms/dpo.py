@@ -17,13 +17,12 @@ from lightning_ft.algorithms.reference import (
     needs_frozen_copy,
     reference_policy,
 )
-from lightning_ft.algorithms.shared_prompt import shared_prompt_sequence_logps
+from lightning_ft.algorithms.shared_prompt import can_share_prompt, shared_prompt_sequence_logps
 from lightning_ft.losses.logps import packed_sequence_logps, sequence_logps
 from lightning_ft.losses.preference import PreferenceLossType, kto_loss, loss_options, preference_loss
 from lightning_ft.model.fingerprint import weights_fingerprint
 from lightning_ft.model.forward import sequence_hidden_states
 from lightning_ft.model.heads import output_projection
-from lightning_ft.model.shared_prefix import can_share_prefix
 from lightning_ft.model.spec import ModelSpec
 
 Batch = dict[str, torch.Tensor]
@@ -202,7 +201,7 @@ class DPO(ReferencedPolicy):
 
         Padded pairs run each prompt once for both sides (`shared_prompt_sequence_logps`) where the model allows.
         """
-        if "sequence_ids" not in batch and self.loss_type != "kto" and can_share_prefix(model):
+        if "sequence_ids" not in batch and self.loss_type != "kto" and can_share_prompt(model):
             return shared_prompt_sequence_logps(model, output_projection(model), batch)
         hidden = sequence_hidden_states(model, batch)
         if "sequence_ids" not in batch:

@@ -33,11 +33,16 @@ def model_inputs(batch: dict[str, torch.Tensor], attn_implementation: str | None
     inputs: dict[str, Any] = {"position_ids": batch["position_ids"]}
     if attn_implementation in FLASH_IMPLEMENTATIONS:
         return inputs
-    mask = block_causal_mask(batch["sequence_ids"])
-    if attn_implementation == "eager":
-        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
-    inputs["attention_mask"] = mask
+    inputs["attention_mask"] = as_attention_mask(block_causal_mask(batch["sequence_ids"]), attn_implementation, dtype)
     return inputs
+
+
+def as_attention_mask(mask: torch.Tensor, attn_implementation: str | None, dtype: torch.dtype) -> torch.Tensor:
+    """A ``(batch, 1, query, key)`` boolean mask (True: attend) as the attention implementation takes it: SDPA the
+    booleans, eager an additive float mask of ``dtype``."""
+    if attn_implementation == "eager":
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    return mask
 
 
 def tokens_per_sequence(batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""DPO runs each pair's prompt once for both responses: the re-laid batch is exact token by token, and log-probs and
-gradients equal those of the rows run one by one."""
+"""DPO runs each pair's prompt once for both responses, in one row under a custom mask or through a shared cache: both
+re-laid batches are exact token by token, and log-probs and gradients equal those of the rows run one by one, under
+gradient checkpointing too."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import peft
 import pytest
 import torch
 
-from lightning_ft.algorithms import DPO
-from lightning_ft.algorithms.shared_prompt import shared_prompt_layout
+from lightning_ft.algorithms import DPO, shared_prompt
+from lightning_ft.algorithms.shared_prompt import pair_rows_layout, pair_rows_mask, shared_prompt_layout
 from lightning_ft.data import PreferenceData
 from lightning_ft.losses.logps import sequence_logps
 from lightning_ft.model.forward import sequence_hidden_states
@@ -19,14 +20,46 @@ from tests.helpers import PAIRS, pair_file
 X = -100
 
 
+# pair 0: prompt [5, 6, 7], chosen [8, 9], rejected [4]; pair 1: prompt [5], chosen [3, 3, 3], rejected [2, 1]
+TWO_PAIRS = {
+    "input_ids": torch.tensor([[5, 6, 7, 8, 9], [5, 3, 3, 3, 0], [5, 6, 7, 4, 0], [5, 2, 1, 0, 0]]),
+    "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 1, 1, 1, 0], [1, 1, 1, 0, 0]]),
+    "labels": torch.tensor([[X, X, X, 8, 9], [X, 3, 3, 3, X], [X, X, X, 4, X], [X, 2, 1, X, X]]),
+}
+
+
+def test_pair_rows_hold_the_prompt_then_both_responses():
+    inputs, segments, columns, labels = pair_rows_layout(TWO_PAIRS)
+    assert inputs["input_ids"].tolist() == [[5, 6, 7, 8, 9, 4], [5, 3, 3, 3, 2, 1]]
+    # the rejected response is positioned right after the prompt, as in its own row
+    assert inputs["position_ids"].tolist() == [[0, 1, 2, 3, 4, 3], [0, 1, 2, 3, 1, 2]]
+    assert segments.tolist() == [[0, 0, 0, 1, 1, 2], [0, 1, 1, 1, 2, 2]]
+    # per side, chosen first: the last prompt token's column, then the response's columns (0 past the end)
+    assert columns.tolist() == [[2, 3, 4, 0], [0, 1, 2, 3], [2, 5, 0, 0], [0, 4, 5, 0]]
+    assert labels.tolist() == [[X, 8, 9, X], [X, 3, 3, 3], [X, 4, X, X], [X, 2, 1, X]]
+
+
+def test_the_rejected_response_sees_the_prompt_and_itself_only():
+    _, segments, _, _ = pair_rows_layout(TWO_PAIRS)
+    assert pair_rows_mask(segments)[1, 0].long().tolist() == [
+        [1, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0],
+        [1, 1, 1, 1, 0, 0],
+        [1, 0, 0, 0, 1, 0],  # rejected token 0: the prompt and itself
+        [1, 0, 0, 0, 1, 1],
+    ]
+    padded = {**TWO_PAIRS, "attention_mask": TWO_PAIRS["attention_mask"].clone()}
+    padded["attention_mask"][2, 3] = 0  # pair 0's rejected response is now empty: its row ends with padding
+    _, segments, _, _ = pair_rows_layout(padded)
+    mask = pair_rows_mask(segments)[0, 0]
+    assert segments[0].tolist() == [0, 0, 0, 1, 1, -1]
+    assert mask[:, 5].tolist() == [False] * 6  # no token sees padding
+    assert mask[5].long().tolist() == [1, 1, 1, 1, 1, 0]  # padding sees the real tokens: no empty softmax
+
+
 def test_layout_puts_each_prompt_once_before_its_two_responses():
-    # pair 0: prompt [5, 6, 7], chosen [8, 9], rejected [4]; pair 1: prompt [5], chosen [3, 3, 3], rejected [2, 1]
-    input_ids = torch.tensor([[5, 6, 7, 8, 9], [5, 3, 3, 3, 0], [5, 6, 7, 4, 0], [5, 2, 1, 0, 0]])
-    attention_mask = (torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 1, 1, 1, 0], [1, 1, 1, 0, 0]])).long()
-    labels = torch.tensor([[X, X, X, 8, 9], [X, 3, 3, 3, X], [X, X, X, 4, X], [X, 2, 1, X, X]])
-    layout, prompt_columns = shared_prompt_layout(
-        {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-    )
+    layout, prompt_columns = shared_prompt_layout(TWO_PAIRS)
     assert prompt_columns == 3
     assert layout["input_ids"].tolist() == [
         [5, 6, 7, 8, 9, 0],  # pair 0 chosen
@@ -44,13 +77,28 @@ def test_layout_puts_each_prompt_once_before_its_two_responses():
     assert layout["labels"].tolist() == [[X, 8, 9, X], [X, 4, X, X], [X, 3, 3, 3], [X, 2, 1, X]]
 
 
-@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
-def test_shared_prompt_log_probs_and_gradients_equal_the_row_by_row_ones(tiny_model_dir, tmp_path, attn_implementation):
+@pytest.mark.parametrize(
+    ("attn_implementation", "layout", "checkpointing"),
+    [
+        ("sdpa", "pair rows", False),
+        ("eager", "pair rows", False),
+        ("sdpa", "pair rows", True),
+        ("sdpa", "shared cache", False),
+        ("eager", "shared cache", False),
+    ],
+)
+def test_shared_prompt_log_probs_and_gradients_equal_the_row_by_row_ones(
+    tiny_model_dir, tmp_path, monkeypatch, attn_implementation, layout, checkpointing
+):
+    if layout == "shared cache":  # the layout of attention that takes no custom mask (flash-attention)
+        monkeypatch.setattr(shared_prompt, "_takes_pair_rows", lambda model: False)
     spec = ModelSpec(path=str(tiny_model_dir), attn_implementation=attn_implementation)
     lora = peft.LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)  # a non-zero adapter
-    module = DPO(spec, peft=lora)
+    module = DPO(spec, peft=lora, gradient_checkpointing=checkpointing)
     module.configure_model()
-    module.model.eval()
+    module.model.train(checkpointing)  # checkpointing replays layers in training mode only (no dropout here)
+    assert shared_prompt.can_share_prompt(module.model)
+    assert shared_prompt._takes_pair_rows(module.model) == (layout == "pair rows")
     data = PreferenceData(pair_file(tmp_path), tokenizer=module.tokenizer, batch_size=len(PAIRS))
     data.prepare_data()
     data.setup("fit")
