@@ -3,6 +3,7 @@ requeue's ``hpc_ckpt_N.ckpt`` included, so a requeued job and `--ckpt_path last`
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -55,7 +56,10 @@ def test_a_checkpoint_cut_short_is_passed_over(tmp_path):
         assert latest_checkpoint(tmp_path) == whole
 
 
-def test_explicit_paths_and_no_checkpoint(tmp_path, caplog):
+def test_explicit_paths_and_no_checkpoint(tmp_path, caplog, monkeypatch):
+    # Lightning stops its logger propagating when it is imported before the root logger has a handler (which depends
+    # on which test module imported it first): let the message reach caplog's root handler either way
+    monkeypatch.setattr(logging.getLogger("lightning.pytorch"), "propagate", True)
     assert resolve_resume("some/file.ckpt", tmp_path) == "some/file.ckpt"
     assert resolve_resume(None, tmp_path) is None
     with caplog.at_level("INFO"):
