@@ -249,6 +249,16 @@ DATA_COMMANDS = LazyCommands(
 )
 
 
+def data_overview() -> str:
+    """``lightning-ft data --help``: each tool with the first line of its docstring."""
+    width = max(map(len, DATA_COMMANDS))
+    lines = [f"usage: {launcher.PROGRAM} data COMMAND [options]", "", "commands:"]
+    for name, function in DATA_COMMANDS.items():
+        summary = " ".join((inspect.getdoc(function) or "").split("\n\n")[0].replace("``", "").split())
+        lines.append(f"  {name:<{width}}  {summary}")
+    return "\n".join([*lines, "", "Each command has --help."])
+
+
 def data_arguments(function: Callable[..., Any], argv: list[str]) -> list[str]:
     """`command_arguments` for a `lightning-ft data` command, whose required parameters are positional: given in
     order, or by name as a flag (``convert IN OUT --to messages``); a list parameter among them takes every
@@ -289,9 +299,12 @@ def data_arguments(function: Callable[..., Any], argv: list[str]) -> list[str]:
 
 def run_data_command(argv: list[str]) -> Any:
     """``lightning-ft data COMMAND ...``: the data tools."""
+    if argv and argv[0] in launcher.HELP_FLAGS:
+        print(data_overview())
+        return None
     if not argv or argv[0] not in DATA_COMMANDS:
         given = f"unknown command {argv[0]!r}; " if argv and not argv[0].startswith("-") else ""
-        raise SystemExit(f"lightning-ft data: {given}commands: {', '.join(DATA_COMMANDS)} (each has --help)")
+        launcher.fail(f"lightning-ft data: error: {given}commands: {', '.join(DATA_COMMANDS)} (each has --help)", 2)
     command = DATA_COMMANDS[argv[0]]
     arguments, program = data_arguments(command, argv[1:]), f"{launcher.PROGRAM} data {argv[0]}"
     return auto_cli(command, args=arguments, as_positional=True, parser_class=OneLineErrors, prog=program)

@@ -8,13 +8,21 @@ import contextlib
 import hashlib
 import io
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from lightning_ft import __version__
-from lightning_ft.environment import DEBUG_ENVIRONMENT, NO_CACHE_ENVIRONMENT, cache_root
+from lightning_ft.environment import (
+    BUILD_HELP_ENVIRONMENT,
+    DEBUG_ENVIRONMENT,
+    NO_CACHE_ENVIRONMENT,
+    cache_root,
+    flag_set,
+)
 from lightning_ft.errors import UserError, debugging
+from lightning_ft.help_texts import help_name, shipped_help
 
 PROGRAM = "lightning-ft"
 DEBUG_FLAG = "--debug"
@@ -128,11 +136,24 @@ def is_help_request(arguments: list[str]) -> bool:
 
 
 def print_help(arguments: list[str], command_line: bool) -> None:
-    """A command's help from a cache written the first time it was asked for; rebuilt whenever the installed code
-    or libraries change (the help of `fit` takes seconds of importing torch and Lightning to build)."""
-    cached = help_cache_dir() / ("_".join(arguments[:-1]) + ".txt")
+    """A command's help from the cache written when it was last built here, or the text shipped with the package
+    (`lightning_ft.help_texts`); built from the parser only where neither fits the installed code (the help of
+    `fit` takes seconds of importing torch and Lightning to build)."""
+    command = arguments[:-1]
+    cached = help_cache_dir() / f"{help_name(command)}.txt"
     if cached.exists():
         print(cached.read_text(), end="")
+        return
+    shipped = None if flag_set(BUILD_HELP_ENVIRONMENT) else shipped_help(command)
+    if shipped is not None:
+        print(shipped.text, end="")
+        if shipped.differences:
+            print(
+                f"{PROGRAM}: this help was built for {', '.join(shipped.differences)}; "
+                "the exact one is being built for the next call",
+                file=sys.stderr,
+            )
+            refresh_help(command)
         return
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured), exit_status() as status:
@@ -143,6 +164,18 @@ def print_help(arguments: list[str], command_line: bool) -> None:
         write_atomically(cached, text)
     if status.code:
         raise SystemExit(status.code)
+
+
+def refresh_help(command: list[str]) -> subprocess.Popen[bytes]:
+    """Build ``command``'s help from its parser in a background process, which caches it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "lightning_ft", *command, "--help"],
+        env={**os.environ, BUILD_HELP_ENVIRONMENT: "1"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 class _Status:

@@ -105,5 +105,14 @@ def test_command_line_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixtur
     )
     with pytest.raises(DataError, match=r"bad.jsonl:2: field 'output' must be a string"):
         convert(str(bad), str(tmp_path / "y.jsonl"), "messages")
-    with pytest.raises(SystemExit, match="lightning-ft data: commands: stats, .*convert"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit:
         main(["data"])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.startswith("lightning-ft data: error: commands: stats, clean, split, leak-check,")
+    main(["data", "--help"])
+    overview = capsys.readouterr().out.splitlines()
+    assert overview[0] == "usage: lightning-ft data COMMAND [options]"
+    tools = ["stats", "clean", "split", "leak-check", "convert", "generate", "augment"]
+    assert [line.split()[0] for line in overview[3 : 3 + len(tools)]] == tools
+    assert overview[3].split()[1:3] == ["Describe", "source;"]  # the docstring's first line, without rst markup
