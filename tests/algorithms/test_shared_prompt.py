@@ -83,6 +83,9 @@ def test_layout_puts_each_prompt_once_before_its_two_responses():
         ("sdpa", "pair rows", False),
         ("eager", "pair rows", False),
         ("sdpa", "pair rows", True),
+        ("sdpa", "unpadded pair rows", False),
+        ("eager", "unpadded pair rows", False),
+        ("sdpa", "unpadded pair rows", True),
         ("sdpa", "shared cache", False),
         ("eager", "shared cache", False),
     ],
@@ -94,11 +97,13 @@ def test_shared_prompt_log_probs_and_gradients_equal_the_row_by_row_ones(
         monkeypatch.setattr(shared_prompt, "_takes_pair_rows", lambda model: False)
     spec = ModelSpec(path=str(tiny_model_dir), attn_implementation=attn_implementation)
     lora = peft.LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)  # a non-zero adapter
-    module = DPO(spec, peft=lora, gradient_checkpointing=checkpointing)
+    module = DPO(spec, peft=lora, gradient_checkpointing=checkpointing, unpadded_pairs=layout == "unpadded pair rows")
     module.configure_model()
     module.model.train(checkpointing)  # checkpointing replays layers in training mode only (no dropout here)
     assert shared_prompt.can_share_prompt(module.model)
-    assert shared_prompt._takes_pair_rows(module.model) == (layout == "pair rows")
+    assert shared_prompt._takes_pair_rows(module.model) == layout.endswith("pair rows")
+    forwards = []
+    module.model.register_forward_hook(lambda model, args, kwargs, output: forwards.append(kwargs), with_kwargs=True)
     data = PreferenceData(pair_file(tmp_path), tokenizer=module.tokenizer, batch_size=len(PAIRS))
     data.prepare_data()
     data.setup("fit")
@@ -116,6 +121,10 @@ def test_shared_prompt_log_probs_and_gradients_equal_the_row_by_row_ones(
         return sequence_logps(hidden, output_projection(module.model), batch["labels"])
 
     shared = logps_and_gradients(lambda: module._sequence_logps(module.model, batch))
+    if layout == "unpadded pair rows":  # one forward per pair, over exactly its prompt and two responses
+        prompts = shared_prompt.prompt_lengths(batch)
+        pair_lengths = batch["attention_mask"].sum(dim=1).view(2, -1).sum(dim=0) - prompts
+        assert [call["input_ids"].shape for call in forwards] == [(1, n) for n in pair_lengths.tolist()]
     expected = logps_and_gradients(row_by_row)
 
     torch.testing.assert_close(shared[0], expected[0], atol=1e-4, rtol=1e-6)  # sums of ~10 log-probs near -6
