@@ -210,7 +210,13 @@ class FineTuneModule(L.LightningModule):
             set_rng_states(checkpoint["rng_states"])  # numpy takes its key as a list too
         if self.ewc is not None and "ewc" in checkpoint:
             self.ewc.load_state_dict(checkpoint["ewc"])  # before `on_fit_start`, which then keeps them
-        if self.model is None:
+        offload = getattr(getattr(attached_trainer(self), "strategy", None), "cpu_offload", None)
+        if "state_dict" not in checkpoint and offload is not None and offload.offload_params:
+            raise UsageError(
+                "Resuming under FSDP's CPU offload (cpu_offload: true, configs/strategies/fsdp_offload.yaml) does "
+                "not restore the weights yet (a known bug): the run would start over from the base model"
+            )
+        if self.model is None or "state_dict" not in checkpoint:  # FSDP's strategy loads the weights itself
             return
         missing = self._trainable_state_keys() - set(checkpoint["state_dict"])
         if missing:
@@ -221,7 +227,18 @@ class FineTuneModule(L.LightningModule):
             )
 
     def _trainable_state_keys(self) -> set[str]:
-        return {name for name, parameter in self.named_parameters() if parameter.requires_grad}
+        """The trainable parameters' names as state dicts spell them: without the wrapper prefixes of FSDP and
+        activation checkpointing, which `named_parameters` keeps and their state dicts drop."""
+        names = set()
+        for name, parameter in self.named_parameters():
+            if parameter.requires_grad:
+                for prefix in WRAPPER_PREFIXES:
+                    name = name.replace(prefix, "")
+                names.add(name)
+        return names
+
+
+WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
 
 
 def rng_states() -> dict[str, Any]:

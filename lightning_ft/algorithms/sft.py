@@ -68,11 +68,12 @@ class SFT(FineTuneModule):
         reduce = self.trainer.strategy.reduce
         step_tokens = reduce(self._step_tokens.float(), reduce_op="sum")
         step_loss_sum = reduce(self._step_loss_sum, reduce_op="sum")
-        scale = self.trainer.accumulate_grad_batches * self.trainer.world_size / step_tokens.clamp(min=1)
+        # a number, not a tensor: gradients may live on another device than the counts (FSDP's CPU offload)
+        scale = float(self.trainer.accumulate_grad_batches * self.trainer.world_size / step_tokens.clamp(min=1))
         for group in optimizer.param_groups:
             for parameter in group["params"]:
                 if parameter.grad is not None:
-                    parameter.grad.mul_(scale.to(parameter.grad.dtype))
+                    parameter.grad.mul_(scale)
         self.log("train/loss", step_loss_sum / step_tokens.clamp(min=1), prog_bar=True, on_step=True)
         self.log("train/trained_tokens", step_tokens, on_step=True)
         self._step_loss_sum = torch.zeros_like(self._step_loss_sum)

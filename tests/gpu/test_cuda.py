@@ -38,7 +38,18 @@ def test_bf16_lora_trains_on_cuda(tiny_model_dir, tiny_tokenizer, dtype, precisi
     )
     loader = repeated_batch_loader(tiny_tokenizer, steps=8)
     recorder = short_fit(module, loader, steps=8, accelerator="cuda", devices=1, precision=precision)
-    assert recorder.losses[-1] < 0.8 * recorder.losses[0]
+    assert_trains_like_fp32_on_cpu(recorder.losses, tiny_model_dir, tiny_tokenizer)
+
+
+def assert_trains_like_fp32_on_cpu(losses: list[float], model_dir, tokenizer) -> None:
+    """``losses`` start where the same LoRA run in fp32 on the CPU starts (bf16 rounding apart) and fall at least
+    half as far. The tiny random model's loss starts near ln(400) and falls only ~0.1 in 8 steps at lr 1e-2."""
+    torch.manual_seed(0)
+    module = SFT(ModelSpec(path=str(model_dir)), peft=lora(), optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2))
+    loader = repeated_batch_loader(tokenizer, steps=len(losses))
+    reference = short_fit(module, loader, steps=len(losses), accelerator="cpu", devices=1).losses
+    assert losses[0] == pytest.approx(reference[0], abs=0.05), (losses, reference)
+    assert losses[0] - losses[-1] > 0.5 * (reference[0] - reference[-1]), (losses, reference)
 
 
 def test_chunked_cross_entropy_matches_plain_on_cuda():
@@ -104,7 +115,7 @@ def test_qlora_nf4_trains_on_cuda(tiny_model_dir, tiny_tokenizer):
     )
     loader = repeated_batch_loader(tiny_tokenizer, steps=8)
     recorder = short_fit(module, loader, steps=8, accelerator="cuda", devices=1, precision="bf16-mixed")
-    assert recorder.losses[-1] < 0.8 * recorder.losses[0]
+    assert_trains_like_fp32_on_cpu(recorder.losses, tiny_model_dir, tiny_tokenizer)  # the unquantized run
 
 
 @pytest.mark.parametrize("algorithm", ["ppo", "grpo"])

@@ -11,6 +11,7 @@ from transformers import BitsAndBytesConfig
 
 from lightning_ft.algorithms import SFT
 from lightning_ft.callbacks import AtomicModelCheckpoint
+from lightning_ft.errors import UsageError
 from lightning_ft.model import ModelSpec
 from tests.conftest import require
 from tests.helpers import (
@@ -54,6 +55,11 @@ def test_strategy_trains_checkpoints_and_resumes(tiny_model_dir, tiny_tokenizer,
         require("deepspeed", "the DeepSpeed fragments run here (in the `test` extra: pip install -e '.[test]')")
     if method == "qlora" and fragment in ("fsdp_offload.yaml", "deepspeed_zero2.yaml"):
         pytest.skip("sharded QLoRA is checked with fsdp.yaml and deepspeed_zero3.yaml")
+    if method == "qlora" and fragment == "fsdp.yaml":
+        pytest.xfail(
+            "saving a checkpoint fails in torch FSDP's full-state-dict hook (it looks for the layer norms' weights in "
+            "a state dict that bitsandbytes' 4-bit layers filled); found on an H200, not yet fixed"
+        )
     quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
     spec = ModelSpec(path=str(tiny_model_dir), quantization=quantization if method == "qlora" else None)
 
@@ -64,14 +70,33 @@ def test_strategy_trains_checkpoints_and_resumes(tiny_model_dir, tiny_tokenizer,
         return module, *fit(module, loader, strategy_from(fragment), root, steps, ckpt_path)
 
     module, _, recorder = run(6, tmp_path)
-    assert recorder.losses[-1] < 0.9 * recorder.losses[0], recorder.losses
+    # At least half as far as the same run in fp32 on the CPU (LoRA: 5.986 -> 5.909 in 6 steps on the tiny model).
+    torch.manual_seed(0)
+    cpu_module = SFT(
+        ModelSpec(path=str(tiny_model_dir)),
+        peft=None if method == "full" else lora(),
+        optimizer=adamw(1e-2),
+        lr_scheduler="constant",
+    )
+    cpu = LossRecorder()
+    quiet_trainer(accelerator="cpu", devices=1, max_steps=6, callbacks=[cpu]).fit(
+        cpu_module, train_dataloaders=repeated_batch_loader(tiny_tokenizer, steps=6)
+    )
+    drop = recorder.losses[0] - recorder.losses[-1]
+    assert drop > 0.5 * (cpu.losses[0] - cpu.losses[-1]), (recorder.losses, cpu.losses)
     last = tmp_path / "last.ckpt"
     assert last.exists()
     if fragment.startswith("fsdp"):  # a file: only trainable weights in it
         state = torch.load(last, weights_only=False)["state_dict"]
+        wrappers = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")  # FSDP's and activation checkpointing's
         trainable = {name for name, p in module.named_parameters() if p.requires_grad}
-        assert set(state) <= trainable | {name.replace("_fsdp_wrapped_module.", "") for name in trainable}
-        assert len(state) > 0
+        for wrapper in wrappers:
+            trainable = {name.replace(wrapper, "") for name in trainable}
+        assert set(state) == trainable
+    if fragment == "fsdp_offload.yaml":  # its resume restored no weights (found on an H200): refused until fixed
+        with pytest.raises(UsageError, match="Resuming under FSDP's CPU offload"):
+            run(8, tmp_path, str(last))
+        return
     _, trainer, resumed = run(8, tmp_path, str(last))
     assert trainer.global_step == 8 and len(resumed.losses) == 2, (trainer.global_step, resumed.losses)
     _, _, straight = run(8, tmp_path / "uninterrupted")
