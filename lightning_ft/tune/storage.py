@@ -4,16 +4,20 @@ cluster, work on one study through it."""
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
+import sqlalchemy
 
 from lightning_ft.errors import UsageError
 
 JOURNAL_PREFIX = "journal:"
 HEARTBEAT_INTERVAL_S = 60  # an RDB study notices a trial whose worker vanished (another node) after the grace period
 GRACE_PERIOD_S = 300
+SCHEMA_ATTEMPTS = 5  # opening a new database that other workers are creating at the same moment
 
 
 def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.BaseStorage:
@@ -29,6 +33,17 @@ def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.BaseStorag
     # SQLite: several processes take turns writing; wait for the lock instead of failing at once.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
     timing = {"heartbeat_interval": HEARTBEAT_INTERVAL_S, "grace_period": GRACE_PERIOD_S} if heartbeat else {}
+    for attempt in range(SCHEMA_ATTEMPTS - 1):
+        try:
+            return rdb_storage(url, engine, timing)
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):
+            # Workers started together on a new database all create its tables: all but one fail ("table studies
+            # already exists", the schema version row inserted twice); once the schema is there, opening succeeds.
+            time.sleep(0.2 * (attempt + 1))
+    return rdb_storage(url, engine, timing)
+
+
+def rdb_storage(url: str, engine: dict[str, Any] | None, timing: dict[str, int]) -> optuna.storages.RDBStorage:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable since Optuna 3
         return optuna.storages.RDBStorage(url, engine_kwargs=engine, **timing)

@@ -94,3 +94,29 @@ def test_a_failed_runs_reason_is_the_root_cause_or_the_usage_error(tmp_path):
     assert last_error_line(log) == "Killed"
     log.write_text("")
     assert last_error_line(log) == "no output"
+
+
+def test_workers_opening_a_new_database_together_all_get_it(tmp_path):
+    """Six workers open one new SQLite study database at the same moment (a SLURM array starting): without the retry
+    all but one failed with 'table studies already exists' or a duplicate schema version row."""
+    import threading
+
+    url = sqlite_url(tmp_path / "study.db")
+    start = threading.Barrier(6)
+    opened, failures = [], []
+
+    def worker() -> None:
+        start.wait()
+        try:
+            storage = open_storage(url, heartbeat=False)
+            opened.append(optuna.create_study(storage=storage, study_name="s", load_if_exists=True).study_name)
+        except Exception as error:  # noqa: BLE001 - collected for the assertion
+            failures.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert failures == [] and opened == ["s"] * 6
+    assert [study.study_name for study in optuna.get_all_study_summaries(open_storage(url))] == ["s"]
