@@ -21,6 +21,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="help texts built at once")
     jobs = parser.parse_args().jobs
+    checkout = Path(__file__).resolve().parents[1] / "lightning_ft"
+    if HELP_DIR.parent.resolve() != checkout:  # an editable install of another checkout: its sources, its help
+        raise SystemExit(f"lightning_ft is imported from {HELP_DIR.parent}, not {checkout}: pip install -e . here")
     built_for = stamp()
     HELP_DIR.mkdir(exist_ok=True)
     (HELP_DIR / STAMP_FILE).unlink(missing_ok=True)  # until every text is written, none is used
