@@ -89,6 +89,11 @@ def commands_with_help() -> list[list[str]]:
     return [[name] for name in COMMANDS] + [["data", tool] for tool in DATA_COMMANDS]
 
 
+def help_process(command: list[str]) -> list[str]:
+    """The command line of a fresh process printing ``command``'s help."""
+    return [sys.executable, "-m", "lightning_ft", *command, "--help"]
+
+
 def build_help(command: list[str], cache: Path) -> str:
     """``lightning-ft COMMAND --help`` as a fresh process prints it from the parser (80 columns, caching under
     ``cache``): what a shipped text must equal."""
@@ -96,7 +101,7 @@ def build_help(command: list[str], cache: Path) -> str:
 
     environment = {**os.environ, "COLUMNS": "80", CACHE_ENVIRONMENT: str(cache), BUILD_HELP_ENVIRONMENT: "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "lightning_ft", *command, "--help"],
+        help_process(command),
         env=environment,
         capture_output=True,
         text=True,

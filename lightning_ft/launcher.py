@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from lightning_ft.environment import (
     flag_set,
 )
 from lightning_ft.errors import UserError, debugging
-from lightning_ft.help_texts import help_name, shipped_help
+from lightning_ft.help_texts import help_name, help_process, shipped_help, stamp
 
 PROGRAM = "lightning-ft"
 DEBUG_FLAG = "--debug"
@@ -169,7 +170,7 @@ def print_help(arguments: list[str], command_line: bool) -> None:
 def refresh_help(command: list[str]) -> subprocess.Popen[bytes]:
     """Build ``command``'s help from its parser in a background process, which caches it."""
     return subprocess.Popen(
-        [sys.executable, "-m", "lightning_ft", *command, "--help"],
+        help_process(command),
         env={**os.environ, BUILD_HELP_ENVIRONMENT: "1"},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -192,17 +193,9 @@ def exit_status() -> Iterator[_Status]:
 
 
 def help_cache_dir() -> Path:
-    """Keyed by this package's files (names, sizes, mtimes) and the versions of the libraries the help shows."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    package = Path(__file__).parent
-    key = hashlib.sha256(__version__.encode())
-    for path in sorted(package.rglob("*.py")):
-        stat = path.stat()
-        key.update(f"{path.relative_to(package)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    for distribution in ("lightning", "jsonargparse", "transformers", "peft", "torch"):
-        with contextlib.suppress(PackageNotFoundError):
-            key.update(f"{distribution}={version(distribution)}".encode())
+    """Keyed by what a help text depends on (`lightning_ft.help_texts.stamp`: the package's sources and the versions of
+    the libraries the help shows)."""
+    key = hashlib.sha256(json.dumps(stamp(), sort_keys=True).encode())
     return cache_root() / "help" / key.hexdigest()[:16]
 
 
