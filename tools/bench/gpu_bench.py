@@ -404,7 +404,8 @@ def run_isolated(job: Job, timeout: float, isolation: str, output: Path) -> dict
             failure = f"exit code {code}"
     if result.exists():
         return json.loads(result.read_text())
-    printed = [row for row in output.read_text(errors="replace").splitlines() if row.strip()]
+    log = output.read_text(errors="replace") if output.exists() else ""  # a worker killed at once wrote none
+    printed = [row for row in log.splitlines() if row.strip()]
     return {"size": job.size, "algorithm": job.algorithm, "error": f"{failure}: {(printed or ['no output'])[-1][:300]}"}
 
 
